@@ -1,0 +1,41 @@
+# countersign: build, run, test, lint, bench. Everything builds in release: wasmtime is compiled
+# once and shared by the host, its tests and the benchmark.
+
+CARGO      ?= cargo
+WASM       := wasm32-wasip2
+# Components (wasm32-wasip2): the test components the host suite drives.
+COMPONENTS := -p probe -p trivial -p bad-import
+NATIVE     := -p countersign -p countersign-kv -p countersign-shared -p countersign-tests
+BIN        := target/release/countersign
+# The app: the top-level spin.toml once it exists, else the runtime's demo/test app.
+APP        := $(if $(wildcard spin.toml),spin.toml,tests/apps/host/spin.toml)
+
+.PHONY: setup build up test lint fmt bench clean
+
+setup:
+	rustup target add $(WASM)
+
+build: setup
+	$(CARGO) build --release --target $(WASM) $(COMPONENTS)
+	$(CARGO) build --release -p countersign
+
+up: build
+	SPIN_VARIABLE_REGION=$${SPIN_VARIABLE_REGION:-local} $(BIN) up -f $(APP)
+
+test: build
+	COUNTERSIGN_BIN=$(CURDIR)/$(BIN) $(CARGO) test --release $(NATIVE)
+	$(CARGO) test --release -p countersign-shared --all-features
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets --all-features $(NATIVE) -p countersign-bench -- -D warnings
+	$(CARGO) clippy --release --target $(WASM) $(COMPONENTS) -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench: build
+	$(CARGO) run --release -p countersign-bench -- --bin $(BIN)
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,187 @@
+//! The HTTP listener: routes each request to its component, enforces the body limit, runs the
+//! sweep timer, and shuts down gracefully on SIGINT/SIGTERM.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use wasmtime_wasi_http::WasiBody;
+
+use crate::app::{plain, problem, App, Caller};
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn serve(app: Arc<App>, listener: TcpListener, sweep_interval: Duration) -> Result<()> {
+    let addr = listener.local_addr()?;
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let sweeper = spawn_sweeper(app.clone(), sweep_interval);
+    eprintln!(
+        "countersign: serving {} component(s); listening on http://{addr}",
+        app.components.len()
+    );
+
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Usually running out of file descriptors: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let service = hyper::service::service_fn(move |req| serve_one(app.clone(), req, peer));
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("connection from {peer} ended: {e}");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    if let Some(s) = sweeper {
+        s.abort();
+    }
+    drop(listener);
+    eprintln!("countersign: shutting down, finishing in-flight requests");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        eprintln!("countersign: some requests did not finish within {DRAIN_TIMEOUT:?}");
+    }
+    Ok(())
+}
+
+async fn serve_one(
+    app: Arc<App>,
+    req: http::Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<http::Response<WasiBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    // Reserved by Spin for the runtime itself; never routed to components.
+    if let Some(what) = path.strip_prefix("/.well-known/spin/") {
+        return Ok(match what {
+            "health" => plain(200, "OK"),
+            _ => problem(404, "Not Found", "unknown runtime endpoint"),
+        });
+    }
+    let Some(matched) = app.router.route(&path) else {
+        tracing::info!("{} {path} component=- status=404", req.method());
+        return Ok(problem(404, "Not Found", "no route matches this path"));
+    };
+    let max = app.limits.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Ok(too_large(&req, max));
+    }
+    let (parts, body) = req.into_parts();
+    let body: Bytes = match Limited::new(body, max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Ok(too_large(&http::Request::from_parts(parts, ()), max));
+        }
+        Err(e) => {
+            tracing::info!("{} {path} component=- status=400 (body: {e})", parts.method);
+            return Ok(problem(
+                400,
+                "Bad Request",
+                "the request body could not be read",
+            ));
+        }
+    };
+    Ok(app
+        .handle(matched.component, parts, body, Caller::Client(peer))
+        .await)
+}
+
+fn too_large<B>(req: &http::Request<B>, max: usize) -> http::Response<WasiBody> {
+    tracing::info!(
+        "{} {} component=- status=413",
+        req.method(),
+        req.uri().path()
+    );
+    let mut response = problem(
+        413,
+        "Content Too Large",
+        &format!("the request body exceeds {max} bytes"),
+    );
+    // The unread rest of the body makes the connection unusable: say so, so clients don't reuse it.
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// Spin has no timer trigger here; locally the host plays the scheduler that, on Spin, calls
+/// `POST /v1/sweep`.
+fn spawn_sweeper(app: Arc<App>, interval: Duration) -> Option<tokio::task::JoinHandle<()>> {
+    if interval.is_zero() {
+        return None;
+    }
+    let Some(decision) = app.component_index("decision") else {
+        tracing::info!("no `decision` component: the sweep timer is off");
+        return None;
+    };
+    Some(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let (parts, ()) = http::Request::post("http://decision.spin.internal/internal/sweep")
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(())
+                .expect("static request parts are valid")
+                .into_parts();
+            let response = app
+                .handle(decision, parts, Bytes::new(), Caller::Chained)
+                .await;
+            // Drain the body so the instance finishes.
+            let _ = response.into_body().collect().await;
+        }
+    }))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate()).context("SIGTERM handler");
+    match term {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
