@@ -1,0 +1,330 @@
+//! `countersign-bench`: starts `countersign up` as a child process, drives it with the scenarios
+//! of `scenarios.rs` and prints throughput, latency percentiles and the host's memory. It prints
+//! figures only; nothing in it passes or fails on timing.
+
+mod host;
+mod load;
+mod report;
+mod scenarios;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use host::{Host, HostOptions};
+use load::Until;
+use report::Row;
+use scenarios::{Mode, Scenario};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "countersign-bench",
+    about = "Benchmark `countersign up`: throughput, latency percentiles and memory per scenario"
+)]
+struct Cli {
+    /// The host binary.
+    #[arg(long, default_value = "target/release/countersign")]
+    bin: PathBuf,
+    /// The application manifest the host serves.
+    #[arg(short = 'f', long, default_value = "tests/apps/host/spin.toml")]
+    manifest: PathBuf,
+    /// Runtime config passed to the host (e.g. to put the key-value store on Redis).
+    #[arg(long)]
+    runtime_config_file: Option<PathBuf>,
+    /// How long each scenario runs.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Concurrent keep-alive connections of a saturation scenario.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Requests per second of an open-loop scenario.
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// Most connections an open-loop scenario may have in flight.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Run only the scenarios whose name contains this text (repeatable; case-insensitive).
+    #[arg(long)]
+    scenario: Vec<String>,
+    /// The throughput each saturation row is divided by: a scenario name (run even when
+    /// --scenario leaves it out) or a figure in requests/s (e.g. from BENCHMARKS.md).
+    #[arg(long, default_value = scenarios::FLOOR)]
+    ratio_to: String,
+    /// Requests sent to the readiness path after start, before any scenario.
+    #[arg(long, default_value_t = 3000)]
+    warmup: u64,
+    /// Requests sent with each scenario's own request before it is measured.
+    #[arg(long, default_value_t = 500)]
+    scenario_warmup: u64,
+    /// The host is ready when `GET` on this path answers 200.
+    #[arg(long, default_value = "/trivial")]
+    ready_path: String,
+    /// Longest wait for the host to answer after it is started.
+    #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
+    ready_timeout: Duration,
+    /// Extra environment for the host, NAME=VALUE (repeatable; e.g. SPIN_VARIABLE_X=y).
+    #[arg(long = "env", value_parser = parse_env)]
+    env: Vec<(OsString, OsString)>,
+    /// Worker threads of the load generator (the host gets the rest of the machine).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+fn parse_env(s: &str) -> Result<(OsString, OsString), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    Ok((k.into(), v.into()))
+}
+
+/// What `--ratio-to` names.
+enum Baseline {
+    Scenario(String),
+    Figure(f64),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.client_threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("countersign-bench: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The host is owned inside `run`, so it is killed when `run` ends, fails, panics or is
+    // dropped on SIGINT/SIGTERM.
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = run(cli) => result,
+            signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("countersign-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let all = scenarios::all(cli.rate);
+    if cli.list {
+        for s in &all {
+            println!("{:<32} {} {} ({:?})", s.name, s.method, s.path, s.mode);
+        }
+        return Ok(());
+    }
+    let baseline = match cli.ratio_to.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 => Baseline::Figure(v),
+        _ => Baseline::Scenario(cli.ratio_to.clone()),
+    };
+    let selected = select(&all, &cli.scenario, &baseline)?;
+    if !cli.bin.exists() {
+        bail!(
+            "{} not found: build it first (`make build`)",
+            cli.bin.display()
+        );
+    }
+
+    report::print_header(&cli.bin, &cli.manifest, cli.runtime_config_file.as_deref());
+    println!(
+        "settings: duration {:?}, {} connections (saturation), {} req/s (open loop), {} client thread(s)",
+        cli.duration, cli.connections, cli.rate, cli.client_threads
+    );
+
+    let work = tempfile::Builder::new()
+        .prefix("countersign-bench-")
+        .tempdir()
+        .context("cannot create a temporary folder")?;
+    let state_dir = work.path().join("state");
+    let log = work.path().join("host.log");
+    let opts = HostOptions {
+        bin: &cli.bin,
+        manifest: &cli.manifest,
+        state_dir: &state_dir,
+        runtime_config_file: cli.runtime_config_file.as_deref(),
+        env: &cli.env,
+        log: &log,
+    };
+
+    // Cold start: empty state folder, so components are compiled. Then a warm start on the same
+    // folder (compiled components come from the cache); that host is the one measured.
+    let mut cold = Host::spawn(&opts)?;
+    let cold_start = cold.wait_ready(&cli.ready_path, cli.ready_timeout).await?;
+    let cold_mem = cold.memory();
+    cold.stop();
+    let mut host = Host::spawn(&opts)?;
+    let warm_start = host.wait_ready(&cli.ready_path, cli.ready_timeout).await?;
+    let warm_mem = host.memory();
+    println!(
+        "start (spawn to first 200 on {}): cold {:.0} ms (peak RSS {:.1} MB), warm {:.0} ms (RSS {:.1} MB)",
+        cli.ready_path,
+        cold_start.as_secs_f64() * 1e3,
+        report::mb(cold_mem.peak_kib),
+        warm_start.as_secs_f64() * 1e3,
+        report::mb(warm_mem.rss_kib),
+    );
+
+    let ready = Scenario {
+        name: "warm-up".into(),
+        method: http::Method::GET,
+        path: cli.ready_path.clone(),
+        headers: Vec::new(),
+        body: bytes::Bytes::new(),
+        mode: Mode::Saturation,
+        expect_status: 200,
+    };
+    let warm = load::closed_loop(
+        host.addr,
+        Arc::new(load::Template::new(&ready, host.addr)?),
+        cli.connections,
+        Until::Requests(cli.warmup),
+    )
+    .await;
+    println!(
+        "warm-up: {} requests on {} ({} errors), RSS after {:.1} MB",
+        warm.ok,
+        cli.ready_path,
+        warm.errors,
+        report::mb(host.memory().rss_kib)
+    );
+    let peak_resets = host.reset_peak();
+    if !peak_resets {
+        println!("note: cannot reset VmHWM, so peak RSS is since the host started");
+    }
+    println!();
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut floor = match &baseline {
+        Baseline::Figure(v) => Some(*v),
+        Baseline::Scenario(_) => None,
+    };
+    report::print_row_header();
+    for scenario in &selected {
+        let template = Arc::new(load::Template::new(scenario, host.addr)?);
+        if cli.scenario_warmup > 0 {
+            load::closed_loop(
+                host.addr,
+                template.clone(),
+                cli.connections.min(8),
+                Until::Requests(cli.scenario_warmup),
+            )
+            .await;
+        }
+        host.reset_peak();
+        let (host_cpu0, own_cpu0, t0) = (host.cpu_time(), host::own_cpu_time(), Instant::now());
+        let stats = match scenario.mode {
+            Mode::Saturation => {
+                load::closed_loop(
+                    host.addr,
+                    template,
+                    cli.connections,
+                    Until::Elapsed(cli.duration),
+                )
+                .await
+            }
+            Mode::OpenLoop { rate } => {
+                load::open_loop(host.addr, template, rate, cli.duration, cli.max_connections).await
+            }
+        };
+        let wall = t0.elapsed().as_secs_f64().max(1e-9);
+        let host_cpu = (host.cpu_time() - host_cpu0).as_secs_f64() / wall;
+        let own_cpu = (host::own_cpu_time() - own_cpu0).as_secs_f64() / wall;
+        let memory = host.memory();
+        let row = Row::new(scenario, &stats, memory, host_cpu);
+        if floor.is_none() && matches!(&baseline, Baseline::Scenario(b) if *b == row.name) {
+            floor = Some(row.throughput);
+        }
+        report::print_row(&row, floor);
+        if let Some(e) = &stats.first_error {
+            println!("    first error: {e}");
+        }
+        println!(
+            "    {} connection(s) opened; load generator used {own_cpu:.2} CPUs",
+            stats.connections
+        );
+        if let Some(lag) = &stats.send_lag_us {
+            println!(
+                "    send lag after due time (load generator's share of the latency): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                lag.value_at_quantile(0.5) as f64 / 1e3,
+                lag.value_at_quantile(0.99) as f64 / 1e3,
+                lag.max() as f64 / 1e3
+            );
+        }
+        rows.push(row);
+    }
+
+    let problems = host.log_problems();
+    host.stop();
+
+    println!("load average at the end: {}", report::load_average());
+    println!();
+    report::print_markdown(&rows, floor, &cli.ratio_to);
+    if !problems.is_empty() {
+        println!();
+        println!("host log: {} warning/error line(s), e.g.:", problems.len());
+        for line in problems.iter().take(5) {
+            println!("    {line}");
+        }
+    }
+    Ok(())
+}
+
+/// The scenarios to run, in list order: those matching a filter (all when none), plus the
+/// baseline scenario when one is named.
+fn select(all: &[Scenario], filters: &[String], baseline: &Baseline) -> Result<Vec<Scenario>> {
+    let filters: Vec<String> = filters.iter().map(|f| f.to_lowercase()).collect();
+    let picked: Vec<Scenario> = all
+        .iter()
+        .filter(|s| {
+            let name = s.name.to_lowercase();
+            filters.is_empty()
+                || filters.iter().any(|f| name.contains(f.as_str()))
+                || matches!(baseline, Baseline::Scenario(b) if *b == s.name)
+        })
+        .cloned()
+        .collect();
+    if let Baseline::Scenario(b) = baseline {
+        if !all.iter().any(|s| s.name == *b) {
+            bail!("--ratio-to {b:?}: no such scenario (see --list), and not a number");
+        }
+    }
+    let matched = |s: &Scenario| {
+        let name = s.name.to_lowercase();
+        filters.iter().any(|f| name.contains(f.as_str()))
+    };
+    if !filters.is_empty() && !all.iter().any(matched) {
+        bail!("no scenario matches {filters:?} (see --list)");
+    }
+    Ok(picked)
+}
