@@ -1,6 +1,7 @@
 //! `countersign`: the local runtime for the countersign Spin app, and its operator commands.
 
 mod app;
+mod cli;
 mod manifest;
 mod outbound;
 mod outbound_hooks;
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Serve a Spin application (spin.toml) on this machine with wasmtime.
     Up(UpArgs),
+    #[command(flatten)]
+    Operator(cli::Command),
 }
 
 #[derive(Args)]
@@ -78,10 +81,11 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Up(args) => up(args),
+        Command::Up(args) => up(args).map(|()| ExitCode::SUCCESS),
+        Command::Operator(command) => cli::run(command),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("countersign: error: {e:#}");
             ExitCode::FAILURE
