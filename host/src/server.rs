@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -90,24 +90,26 @@ async fn serve_one(
         return Ok(problem(404, "Not Found", "no route matches this path"));
     };
     let max = app.limits.max_body_bytes;
-    let declared = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Ok(too_large(&req, max));
-    }
     let (parts, body) = req.into_parts();
-    let body: Bytes = match Limited::new(body, max).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return Ok(too_large(&http::Request::from_parts(parts, ()), max));
+    let body = match read_body(body, max).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge { drained }) => {
+            tracing::info!("{} {path} component=- status=413", parts.method);
+            let mut response = problem(
+                413,
+                "Content Too Large",
+                &format!("the request body exceeds {max} bytes"),
+            );
+            if !drained {
+                // The unread rest makes the connection unusable: tell the client not to reuse it.
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            return Ok(response);
         }
-        Err(e) => {
+        Err(BodyError::Broken(e)) => {
             tracing::info!("{} {path} component=- status=400 (body: {e})", parts.method);
             return Ok(problem(
                 400,
@@ -121,23 +123,55 @@ async fn serve_one(
         .await)
 }
 
-fn too_large<B>(req: &http::Request<B>, max: usize) -> http::Response<WasiBody> {
-    tracing::info!(
-        "{} {} component=- status=413",
-        req.method(),
-        req.uri().path()
-    );
-    let mut response = problem(
-        413,
-        "Content Too Large",
-        &format!("the request body exceeds {max} bytes"),
-    );
-    // The unread rest of the body makes the connection unusable: say so, so clients don't reuse it.
-    response.headers_mut().insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("close"),
-    );
-    response
+/// How much of an oversized body is read and dropped so that the client, still sending,
+/// receives the 413 instead of a reset connection.
+const DRAIN_CAP: usize = 16 << 20;
+const DRAIN_WINDOW: Duration = Duration::from_secs(5);
+
+enum BodyError {
+    TooLarge { drained: bool },
+    Broken(hyper::Error),
+}
+
+/// Reads the whole body up to `max` bytes; beyond that, drains (bounded) and reports 413.
+async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
+    let declared = hyper::body::Body::size_hint(&body).exact();
+    let mut too_large = declared.is_some_and(|n| n > max as u64);
+    let mut buf = bytes::BytesMut::new();
+    let mut received: usize = 0;
+    let deadline = tokio::time::Instant::now() + DRAIN_WINDOW;
+    loop {
+        let next = if too_large {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => return Err(BodyError::TooLarge { drained: false }),
+            }
+        } else {
+            body.frame().await
+        };
+        match next {
+            None if too_large => return Err(BodyError::TooLarge { drained: true }),
+            None => return Ok(buf.freeze()),
+            Some(Err(e)) if too_large => {
+                tracing::debug!("oversized body ended early: {e}");
+                return Err(BodyError::TooLarge { drained: false });
+            }
+            Some(Err(e)) => return Err(BodyError::Broken(e)),
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                received = received.saturating_add(data.len());
+                if received > DRAIN_CAP {
+                    return Err(BodyError::TooLarge { drained: false });
+                }
+                too_large |= received > max;
+                if !too_large {
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
 }
 
 /// Spin has no timer trigger here; locally the host plays the scheduler that, on Spin, calls
