@@ -100,7 +100,7 @@ impl Directory {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("directory {}: {e}", path.display())))?;
-        Directory::parse(&text)
+        Directory::parse(&text).map_err(|e| crate::error::in_file(e, "directory", path))
     }
 
     pub fn parse(text: &str) -> Result<Directory> {
@@ -689,6 +689,18 @@ sre = ["carol", "dave"]
         assert!(parse_err("[[agent]]\nid = \"a b\"\nowner = \"o\"\n").contains("may contain only"));
         assert!(
             matches!(Directory::load("/nonexistent/directory.toml"), Err(Error::Config(m)) if m.contains("/nonexistent"))
+        );
+        let path = std::env::temp_dir().join(format!(
+            "countersign-directory-{}-{:?}.toml",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, "[[agent]]\nid = \"a\"\n").unwrap();
+        let err = Directory::load(&path);
+        std::fs::remove_file(&path).ok();
+        assert!(
+            matches!(&err, Err(Error::Config(m)) if m.starts_with(&format!("directory {}: ", path.display())) && m.contains("owner")),
+            "{err:?}"
         );
         assert!(Directory::parse("").unwrap().agents().is_empty());
     }

@@ -39,6 +39,12 @@ pub enum Error {
     /// Cryptographic failure on our side (500).
     #[error("crypto: {0}")]
     Crypto(String),
+    /// A dependency the answer needs is down or broken (the policy set, the directory, the
+    /// audit trail), so the request is refused without any effect: fail closed (503). Unlike
+    /// the other 5xx errors its detail is sent to the client (it names what is unavailable and
+    /// why, never a secret); the caller may retry once the deployment is fixed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -59,6 +65,7 @@ impl Error {
             Error::NotFound(_) => 404,
             Error::Conflict(_) => 409,
             Error::Config(_) | Error::Store(_) | Error::Crypto(_) => 500,
+            Error::Unavailable(_) => 503,
         }
     }
 
@@ -75,14 +82,16 @@ impl Error {
             Error::Config(_) => "configuration",
             Error::Store(_) => "store",
             Error::Crypto(_) => "crypto",
+            Error::Unavailable(_) => "unavailable",
         }
     }
 
     /// RFC 9457 problem details. Server-side failures (5xx) get a generic detail so that no
     /// internals (paths, key names, secrets) reach a client; log `self` instead.
+    /// [`Error::Unavailable`] is the exception: its detail is written for the client.
     pub fn to_problem(&self) -> Problem {
         let status = self.status();
-        let detail = if status >= 500 {
+        let detail = if status >= 500 && !matches!(self, Error::Unavailable(_)) {
             "internal error".to_string()
         } else {
             self.to_string()
@@ -95,8 +104,68 @@ impl Error {
     }
 }
 
+/// Prefixes the message of a configuration error with the file it comes from: a
+/// `"<what>: ..."` message becomes `"<what> <path>: ..."`, so that an operator reading the
+/// error knows which file to fix.
+pub(crate) fn in_file(err: Error, what: &str, path: &std::path::Path) -> Error {
+    match err {
+        Error::Config(m) => {
+            let rest = m
+                .strip_prefix(what)
+                .and_then(|r| r.strip_prefix(": "))
+                .unwrap_or(&m);
+            Error::Config(format!("{what} {}: {rest}", path.display()))
+        }
+        other => other,
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Malformed(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_is_a_503_with_its_detail() {
+        let e = Error::Unavailable("policy unavailable: policy /config/policy.cedar: bad".into());
+        assert_eq!(e.status(), 503);
+        assert_eq!(e.code(), "unavailable");
+        let p = e.to_problem();
+        assert_eq!(p.status, 503);
+        assert_eq!(p.title, "Service Unavailable");
+        assert_eq!(
+            p.detail.as_deref(),
+            Some("policy unavailable: policy /config/policy.cedar: bad")
+        );
+        // Other server-side errors keep their details inside.
+        assert_eq!(
+            Error::Config("secret path".into())
+                .to_problem()
+                .detail
+                .as_deref(),
+            Some("internal error")
+        );
+    }
+
+    #[test]
+    fn config_errors_name_their_file() {
+        let path = std::path::Path::new("/config/policy.cedar");
+        assert_eq!(
+            in_file(Error::Config("policy: line 3: oops".into()), "policy", path),
+            Error::Config("policy /config/policy.cedar: line 3: oops".into())
+        );
+        assert_eq!(
+            in_file(Error::Config("other".into()), "policy", path),
+            Error::Config("policy /config/policy.cedar: other".into())
+        );
+        assert_eq!(
+            in_file(Error::invalid("f", "m"), "policy", path),
+            Error::invalid("f", "m")
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! - [`problem`]: RFC 9457 problem details; [`error`]: the crate's error type (→ HTTP status).
 //! - [`directory`]: `config/directory.toml`, bearer tokens, callback prefixes, identities.
 //! - [`policy`] (feature `policy`): Cedar evaluation with approval annotations.
-//! - [`rules`]: the vote judge (pure).
+//! - [`rules`]: the vote judge (pure); [`vote`]: the internal vote protocol every channel uses.
 //! - [`store`]: the key-value trait and the exactly-once request state machine on it.
 //! - [`crypto`], [`jws`], [`grant`], [`webhook`]: keys, JWKS, JWS, grants, webhook signatures.
 //! - [`audit`]: the signed, hash-chained audit trail and its verifier.
@@ -28,6 +28,7 @@ pub mod problem;
 pub mod rules;
 pub mod store;
 pub mod time;
+pub mod vote;
 pub mod webhook;
 
 pub use error::{Error, Result};

@@ -76,7 +76,7 @@ impl PolicyEngine {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("policy {}: {e}", path.display())))?;
-        PolicyEngine::new(&text)
+        PolicyEngine::new(&text).map_err(|e| crate::error::in_file(e, "policy", path))
     }
 
     /// Parses a policy set and checks its annotations.
@@ -720,6 +720,30 @@ when { resource.n == 3 && resource.s == "x" && resource.b && resource.set.contai
             PolicyEngine::load("/nonexistent.cedar"),
             Err(Error::Config(_))
         ));
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let path = std::env::temp_dir().join(format!(
+            "countersign-policy-{}-{:?}.cedar",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(
+            &path,
+            "@id(\"x\")\n@aproval(\"dba\")\npermit(principal, action, resource);",
+        )
+        .unwrap();
+        let err = PolicyEngine::load(&path).unwrap_err();
+        std::fs::remove_file(&path).ok();
+        let Error::Config(m) = err else {
+            panic!("expected a config error")
+        };
+        assert!(
+            m.starts_with(&format!("policy {}: ", path.display())),
+            "{m}"
+        );
+        assert!(m.contains("unknown annotation @aproval"), "{m}");
     }
 
     #[test]

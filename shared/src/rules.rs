@@ -323,6 +323,26 @@ pub fn may_vote(record: &ActionRecord, dir: &Directory, approver: &str, now: Tim
     check(record, dir, &probe).is_ok()
 }
 
+/// Whether approver `person` may read `record` through `GET /v1/actions/:id` (never with its
+/// grant): a member of one of its required groups (the people its review is shown to, even
+/// those excluded from voting on it), someone who voted on it, or the owner of the requesting
+/// agent. Requests final at creation (allowed or denied by policy alone) have no requirements
+/// and no votes, so only their agent and its owner see them.
+pub fn may_view(record: &ActionRecord, dir: &Directory, person: &str) -> bool {
+    if dir.approver(person).is_none() {
+        return false;
+    }
+    let owner = dir
+        .agent(&record.agent)
+        .map(|a| dir.resolve_person(&a.owner));
+    owner.as_deref() == Some(person)
+        || record.votes.iter().any(|v| v.approver == person)
+        || record
+            .requirements
+            .iter()
+            .any(|r| dir.is_member(person, &r.group))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,6 +608,34 @@ mod tests {
             RefusalCode::NotEligible
         );
         assert_eq!(tally(&r, &d), Tally::Pending);
+    }
+
+    #[test]
+    fn who_may_view_a_request() {
+        let d = directory();
+        // etl-bot (owner alice) asks for a dba review.
+        let r = pending(vec![("dba", 1)], Some("user:carol"));
+        assert!(may_view(&r, &d, "bob"), "a dba member");
+        assert!(
+            may_view(&r, &d, "carol"),
+            "a member, though excluded from voting"
+        );
+        assert!(may_view(&r, &d, "alice"), "the agent's owner");
+        assert!(
+            !may_view(&r, &d, "dave"),
+            "not in dba, no vote, not the owner"
+        );
+        assert!(!may_view(&r, &d, "etl-bot"), "an agent is not an approver");
+        assert!(!may_view(&r, &d, "mallory"), "unknown");
+        // A voter keeps seeing it (e.g. after leaving the group).
+        let mut voted = pending(vec![("security", 1)], None);
+        assert!(!may_view(&voted, &d, "carol"));
+        voted.votes.push(vote("carol", Decision::Deny, 1));
+        assert!(may_view(&voted, &d, "carol"));
+        // Final at creation: no requirements, so only the owner.
+        let routine = pending(vec![], None);
+        assert!(may_view(&routine, &d, "alice"));
+        assert!(!may_view(&routine, &d, "bob"));
     }
 
     #[test]

@@ -22,7 +22,8 @@
 //! | `claim:decide:<id>` | counter | 1 = owner of the final transition (approved, denied or expired) |
 //! | `claim:grant:<jti>` | counter | 1 = the first (only valid) consumption of a grant |
 //! | `idem:<agent>:<sha256(key)>` | set | [`IdemEntry`]: body hash, reserved request id, the first answer |
-//! | `claim:idem:<agent>:<sha256(key)>:<generation>` | counter | 1 = who answers that key (generation 0, or the stale entry's start time on takeover) |
+//! | `claim:idem:<agent>:<sha256(key)>:<generation>` | counter | 1 = who answers that key (generation 0, the stale entry's start time on takeover, or the negated release number after a release) |
+//! | `ctr:idem:<agent>:<sha256(key)>` | counter | releases of that key (each one opens a fresh generation) |
 //! | `ctr:q:<queue>` | counter | slot allocator of a queue (`pending`, `callbacks`, `reviews`, ...) |
 //! | `q:<queue>:<n>` | set | queue item `n` (pending index: the request id; job queues: a [`Job`]); empty = removed |
 //! | `q:<queue>:low` | set | lowest slot that may still hold an item (advisory, only moves the scan start) |
@@ -208,6 +209,9 @@ pub mod keys {
     pub fn idem_claim(agent: &str, key_hash: &str, generation: i64) -> String {
         format!("claim:idem:{agent}:{key_hash}:{generation}")
     }
+    pub fn idem_releases(agent: &str, key_hash: &str) -> String {
+        format!("ctr:idem:{agent}:{key_hash}")
+    }
     pub fn queue_counter(queue: &str) -> String {
         format!("ctr:q:{queue}")
     }
@@ -329,6 +333,11 @@ pub struct IdemEntry {
     pub started_at: Timestamp,
     #[serde(default)]
     pub answer: Option<IdemAnswer>,
+    /// Set by [`Store::idempotency_release`]: the holder gave the key up without answering
+    /// (nothing was stored), and the next request with this key takes it over at once by
+    /// claiming this generation (negative, unique per release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<i64>,
 }
 
 /// A delivery job (agent callback, review post, card update) in a queue.
@@ -654,6 +663,10 @@ impl<K: Kv> Store<K> {
             None => None,
         };
         let (generation, request_id) = match &existing {
+            // Given up without effect: anyone takes it over, with a fresh request id.
+            Some(IdemEntry {
+                released: Some(g), ..
+            }) => (*g, crate::canon::random_id("req_")?),
             Some(e) if e.body_hash != body_hash => return Ok(IdemBegin::Conflict),
             Some(IdemEntry {
                 answer: Some(a), ..
@@ -670,6 +683,8 @@ impl<K: Kv> Store<K> {
                 Some(b) => {
                     let e: IdemEntry = from_json(&entry_key, &b)?;
                     match e.answer {
+                        // Still released: the winner has not written its reservation yet.
+                        _ if e.released.is_some() => IdemBegin::InProgress,
                         _ if e.body_hash != body_hash => IdemBegin::Conflict,
                         Some(a) => IdemBegin::Replay(a),
                         None => IdemBegin::InProgress,
@@ -683,6 +698,7 @@ impl<K: Kv> Store<K> {
             request_id: request_id.clone(),
             started_at: now,
             answer: None,
+            released: None,
         };
         self.kv.set(&entry_key, &to_json(&entry)?)?;
         Ok(IdemBegin::New { request_id })
@@ -704,8 +720,31 @@ impl<K: Kv> Store<K> {
             request_id: request_id.into(),
             started_at: now,
             answer: Some(answer),
+            released: None,
         };
         self.kv.set(&keys::idem(agent, &kh), &to_json(&entry)?)
+    }
+
+    /// Gives up a reservation made by [`Store::idempotency_begin`] when the request failed
+    /// before anything was stored (policy or audit unavailable, store failure): a retry with
+    /// the same key is then handled afresh at once, instead of meeting `InProgress` until the
+    /// reservation turns stale. Does nothing when the entry is no longer this holder's
+    /// reservation (answered, or taken over after going stale).
+    pub fn idempotency_release(&self, agent: &str, key: &str, request_id: &str) -> Result<()> {
+        let kh = sha256_hex(key.as_bytes());
+        let entry_key = keys::idem(agent, &kh);
+        let Some(bytes) = self.kv.get(&entry_key)? else {
+            return Ok(());
+        };
+        let mut entry: IdemEntry = from_json(&entry_key, &bytes)?;
+        if entry.request_id != request_id || entry.answer.is_some() || entry.released.is_some() {
+            return Ok(());
+        }
+        // A fresh generation per release, never used before: negative, so it cannot meet the
+        // generations of first use (0) and of stale takeovers (start times).
+        let n = self.kv.increment(&keys::idem_releases(agent, &kh), 1)?;
+        entry.released = Some(-n);
+        self.kv.set(&entry_key, &to_json(&entry)?)
     }
 
     // ---- queues -----------------------------------------------------------------------------
@@ -1332,6 +1371,81 @@ mod tests {
             s.idempotency_begin("etl-bot", "k2", "h", later).unwrap(),
             IdemBegin::InProgress
         );
+    }
+
+    #[test]
+    fn released_keys_are_handled_afresh() {
+        let kv = MemoryKv::new();
+        let s = Store::new(&kv);
+        let new_id = |b: IdemBegin| match b {
+            IdemBegin::New { request_id } => request_id,
+            other => panic!("expected New, got {other:?}"),
+        };
+        let r1 = new_id(s.idempotency_begin("a", "k", "h1", T0).unwrap());
+        // Someone else's release (not the holder's id) changes nothing.
+        s.idempotency_release("a", "k", "req_other").unwrap();
+        assert_eq!(
+            s.idempotency_begin("a", "k", "h1", T0).unwrap(),
+            IdemBegin::InProgress
+        );
+        // The holder gives up: the next request takes over at once, with a fresh id.
+        s.idempotency_release("a", "k", &r1).unwrap();
+        let r2 = new_id(s.idempotency_begin("a", "k", "h1", T0).unwrap());
+        assert_ne!(r1, r2);
+        assert_eq!(
+            s.idempotency_begin("a", "k", "h1", T0).unwrap(),
+            IdemBegin::InProgress
+        );
+        assert_eq!(
+            s.idempotency_begin("a", "k", "h2", T0).unwrap(),
+            IdemBegin::Conflict
+        );
+        // Released twice in the same second: each release opens its own generation.
+        s.idempotency_release("a", "k", &r2).unwrap();
+        // Nothing was stored for the first body, so another body may use the key now.
+        let r3 = new_id(s.idempotency_begin("a", "k", "h2", T0).unwrap());
+        s.idempotency_release("a", "k", &r3).unwrap();
+        let r4 = new_id(s.idempotency_begin("a", "k", "h1", T0).unwrap());
+        let answer = IdemAnswer {
+            status: 200,
+            body: json!({"id": r4}),
+        };
+        s.idempotency_finish("a", "k", "h1", &r4, T0, answer.clone())
+            .unwrap();
+        // An answered key is never released.
+        s.idempotency_release("a", "k", &r4).unwrap();
+        assert_eq!(
+            s.idempotency_begin("a", "k", "h1", T0).unwrap(),
+            IdemBegin::Replay(answer)
+        );
+        assert_eq!(
+            s.idempotency_begin("a", "k", "h2", T0).unwrap(),
+            IdemBegin::Conflict
+        );
+        // Concurrent takers of a released key: exactly one owner.
+        let kv = Arc::new(MemoryKv::new());
+        let r = new_id(
+            Store::new(kv.clone())
+                .idempotency_begin("a", "k", "h", T0)
+                .unwrap(),
+        );
+        Store::new(kv.clone())
+            .idempotency_release("a", "k", &r)
+            .unwrap();
+        let hs: Vec<_> = (0..16)
+            .map(|_| {
+                let kv = kv.clone();
+                std::thread::spawn(move || {
+                    Store::new(kv).idempotency_begin("a", "k", "h", T0).unwrap()
+                })
+            })
+            .collect();
+        let news = hs
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|b| matches!(b, IdemBegin::New { .. }))
+            .count();
+        assert_eq!(news, 1);
     }
 
     #[test]
