@@ -1,0 +1,82 @@
+//! The policy component: private `POST /internal/evaluate` (reached only by service chaining
+//! from intake). Loads `/config/policy.cedar` and `/config/directory.toml`, evaluates the
+//! request of the agent intake authenticated, and answers the [`PolicyDecision`] as JSON.
+//!
+//! Answers: 200 the decision; 400/422 problem details for a body Cedar cannot take (named
+//! field); 500 problem details whose `detail` names the broken file and the error (this
+//! answer reaches only intake, which refuses the request with a 503 and stores nothing: fail
+//! closed). Anything not chained: 404.
+//!
+//! [`PolicyDecision`]: adapter::shared::model::PolicyDecision
+
+use adapter::shared::model::EvaluateRequest;
+use adapter::shared::policy::PolicyEngine;
+use adapter::shared::problem::{Problem, CONTENT_TYPE};
+use adapter::shared::{Error, Result};
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+
+#[http_component]
+async fn handle(req: Request) -> Response {
+    if !adapter::is_internal(&req) || adapter::path(&req) != "/internal/evaluate" {
+        return adapter::not_found();
+    }
+    if *req.method() != Method::Post {
+        let mut r = adapter::method_not_allowed();
+        r.set_header("allow", "POST");
+        return r;
+    }
+    match evaluate(req.body()) {
+        Ok(decision) => adapter::json_response(200, &decision),
+        Err(e) => internal_problem(&e),
+    }
+}
+
+fn evaluate(body: &[u8]) -> Result<adapter::shared::model::PolicyDecision> {
+    // The request was validated by intake; `ActionRequest`'s Deserialize checks it again.
+    let EvaluateRequest { agent, request } = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            Error::invalid("body", e.to_string())
+        } else {
+            Error::Malformed(e.to_string())
+        }
+    })?;
+    // Both files are read and parsed once per request (every request gets a fresh instance).
+    let dir = adapter::directory()?;
+    let engine = PolicyEngine::load(adapter::POLICY_PATH)?;
+    engine.check_groups(&dir).map_err(|e| match e {
+        Error::Config(m) => Error::Config(format!(
+            "{} against {}: {m}",
+            adapter::POLICY_PATH,
+            adapter::DIRECTORY_PATH
+        )),
+        other => other,
+    })?;
+    let agent = dir.agent(&agent).ok_or_else(|| {
+        Error::Config(format!(
+            "directory {}: agent {agent:?} is not defined",
+            adapter::DIRECTORY_PATH
+        ))
+    })?;
+    engine.evaluate(agent, &request)
+}
+
+/// Problem details for intake, with the full detail even for server-side errors: this answer
+/// never leaves the app (the route is private), and intake needs the reason to say why the
+/// policy is unavailable.
+fn internal_problem(err: &Error) -> Response {
+    let status = err.status();
+    if status >= 500 {
+        eprintln!("countersign policy: {err}");
+    }
+    let mut p = err.to_problem();
+    p.detail = Some(match err {
+        Error::Config(m) => m.clone(),
+        other => other.to_string(),
+    });
+    Response::builder()
+        .status(status)
+        .header("content-type", CONTENT_TYPE)
+        .body(Problem::to_json(&p))
+        .build()
+}
