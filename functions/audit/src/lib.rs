@@ -1,0 +1,174 @@
+//! The audit component: the only writer of the signed, hash-chained trail.
+//!
+//! - `POST /internal/append` (service chaining only): body = `shared::audit::AuditEvent`;
+//!   answers 201 with the record as written. The chain stays linear under concurrent appends
+//!   (several instances, several hosts): `shared::audit::AuditLog` claims each sequence number
+//!   with `atomics::increment`.
+//! - `GET /v1/audit?after=<seq>&limit=<n>` (admin token): `application/x-ndjson`, one record a
+//!   line, in sequence order, the contiguous prefix after `after` (default 0); `limit` 1 to
+//!   [`MAX_LIMIT`], default [`DEFAULT_LIMIT`]. Page on with `after` = the last line's `seq`
+//!   until an empty answer.
+//! - `GET /v1/audit/head` (admin token): the last `seq` and `hash`, signed
+//!   (`shared::audit::Head`).
+//!
+//! A failed admin authentication is itself recorded (`auth.failed`), then answered 401.
+
+use adapter::shared::audit::{AuditEvent, AuditLog};
+use adapter::shared::{Error, Result, Timestamp};
+use adapter::SpinKv;
+use serde_json::json;
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+
+/// Records per `GET /v1/audit` page unless `limit` says otherwise.
+pub const DEFAULT_LIMIT: u64 = 1000;
+/// The largest `limit` accepted (larger is a 422).
+pub const MAX_LIMIT: u64 = 10_000;
+
+const NDJSON: &str = "application/x-ndjson";
+
+#[http_component]
+async fn handle(req: Request) -> Response {
+    let path = adapter::path(&req).trim_end_matches('/').to_string();
+    let path = if path.is_empty() { "/" } else { &path };
+    let method = req.method().clone();
+    match path {
+        "/internal/append" => {
+            if !adapter::is_internal(&req) {
+                return adapter::not_found();
+            }
+            match method {
+                Method::Post => answer(append(&req)),
+                _ => with_allow(adapter::method_not_allowed(), "POST"),
+            }
+        }
+        "/v1/audit" => match method {
+            Method::Get => answer(export(&req)),
+            _ => with_allow(adapter::method_not_allowed(), "GET"),
+        },
+        "/v1/audit/head" => match method {
+            Method::Get => answer(head(&req)),
+            _ => with_allow(adapter::method_not_allowed(), "GET"),
+        },
+        _ => adapter::not_found(),
+    }
+}
+
+fn answer(r: Result<Response>) -> Response {
+    r.unwrap_or_else(|e| adapter::problem(&e))
+}
+
+fn with_allow(mut resp: Response, allow: &str) -> Response {
+    resp.set_header("allow", allow);
+    resp
+}
+
+fn log() -> Result<AuditLog<SpinKv>> {
+    Ok(AuditLog::new(SpinKv::open()?))
+}
+
+/// `POST /internal/append`.
+fn append(req: &Request) -> Result<Response> {
+    let body = req.body();
+    if body.len() > adapter::MAX_BODY {
+        return Ok(adapter::problem_response(
+            413,
+            "too_large",
+            &format!("the body exceeds {} bytes", adapter::MAX_BODY),
+        ));
+    }
+    let event = parse_event(body)?;
+    let key = adapter::signing_key()?;
+    let record = log()?.append(&event, Timestamp::now(), &key)?;
+    Ok(adapter::json_response(201, &record))
+}
+
+fn parse_event(body: &[u8]) -> Result<AuditEvent> {
+    let value: serde_json::Value = serde_json::from_slice(body)?;
+    if !value.is_object() {
+        return Err(Error::invalid("body", "must be a JSON object"));
+    }
+    let event: AuditEvent = serde_json::from_value(value).map_err(|e| {
+        let msg = e.to_string();
+        let field = ["type", "actor", "request_id", "data"]
+            .into_iter()
+            .find(|f| msg.contains(&format!("`{f}`")))
+            .unwrap_or("body");
+        Error::invalid(field, msg)
+    })?;
+    event.validate()?;
+    Ok(event)
+}
+
+/// The admin token; a failure is recorded in the trail before the 401.
+fn admin(req: &Request) -> Result<()> {
+    if let Err(e) = adapter::authenticate_admin(req) {
+        let event = AuditEvent::new(
+            "auth.failed",
+            None,
+            "anonymous",
+            json!({
+                "route": adapter::path(req),
+                "method": req.method().to_string(),
+                "reason": e.to_string(),
+            }),
+        );
+        let recorded = adapter::signing_key()
+            .and_then(|key| log()?.append(&event, Timestamp::now(), &key).map(|_| ()));
+        if let Err(store) = recorded {
+            eprintln!("countersign: could not record auth.failed: {store}");
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// A non-negative integer query parameter; `None` when absent.
+fn uint_param(req: &Request, name: &str) -> Result<Option<u64>> {
+    match adapter::query_param(req, name) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| Error::invalid(name, "must be a non-negative integer")),
+    }
+}
+
+/// `GET /v1/audit`.
+fn export(req: &Request) -> Result<Response> {
+    admin(req)?;
+    let after = uint_param(req, "after")?.unwrap_or(0);
+    let limit = uint_param(req, "limit")?.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let records = log()?.read(after, limit as usize)?;
+    let mut body = String::new();
+    for r in &records {
+        body.push_str(&r.to_line());
+        body.push('\n');
+    }
+    let mut builder = Response::builder();
+    builder
+        .status(200)
+        .header("content-type", NDJSON)
+        .header("cache-control", "no-store");
+    if let Some(last) = records.last() {
+        // Where the next page starts (`?after=`), so clients need not parse the last line.
+        builder.header("countersign-audit-last-seq", last.seq.to_string());
+    }
+    Ok(builder.body(body.into_bytes()).build())
+}
+
+/// `GET /v1/audit/head`.
+fn head(req: &Request) -> Result<Response> {
+    admin(req)?;
+    let key = adapter::signing_key()?;
+    let head = log()?.head(Timestamp::now(), &key)?;
+    let mut resp = adapter::json_response(200, &head);
+    resp.set_header("cache-control", "no-store");
+    Ok(resp)
+}
