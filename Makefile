@@ -3,12 +3,10 @@
 
 CARGO      ?= cargo
 WASM       := wasm32-wasip2
-# Components (wasm32-wasip2): the test components the host suite drives.
-COMPONENTS := -p probe -p trivial -p bad-import
+# Components (wasm32-wasip2): the app's, and the test components the host suite drives.
+COMPONENTS := -p intake -p policy -p decision -p audit -p probe -p trivial -p bad-import
 NATIVE     := -p countersign -p countersign-kv -p countersign-shared -p countersign-tests
 BIN        := target/release/countersign
-# The app: the top-level spin.toml once it exists, else the runtime's demo/test app.
-APP        := $(if $(wildcard spin.toml),spin.toml,tests/apps/host/spin.toml)
 
 .PHONY: setup build up test lint fmt bench clean
 
@@ -20,7 +18,8 @@ build: setup
 	$(CARGO) build --release -p countersign
 
 up: build
-	SPIN_VARIABLE_REGION=$${SPIN_VARIABLE_REGION:-local} $(BIN) up -f $(APP)
+	@COUNTERSIGN_BIN=$(BIN) sh scripts/dev-env.sh
+	. ./.spin/dev.env && $(BIN) up -f spin.toml
 
 test: build
 	COUNTERSIGN_BIN=$(CURDIR)/$(BIN) $(CARGO) test --release $(NATIVE)
