@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod app;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -512,36 +514,91 @@ pub fn enc(s: &str) -> String {
         .collect()
 }
 
-/// A local HTTP server standing in for an outbound destination; counts what it receives.
+/// One request a [`StandIn`] received, in full.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: Method,
+    /// Path and query.
+    pub uri: String,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "stand-in received a body that is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// A local HTTP server standing in for an outbound destination (an agent's callback URL, a
+/// review webhook, a chat API); records what it receives and answers with a settable status.
 pub struct StandIn {
     pub port: u16,
     pub hits: Arc<Mutex<Vec<String>>>,
+    received: Arc<Mutex<Vec<Received>>>,
+    status: Arc<std::sync::atomic::AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl StandIn {
+    /// Answers 200 with `reply`.
     pub async fn start(reply: &'static str) -> Self {
+        Self::start_with_status(200, reply).await
+    }
+
+    pub async fn start_with_status(status: u16, reply: &'static str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind stand-in");
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(Mutex::new(Vec::new()));
-        let seen = hits.clone();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(status));
+        let (seen, got, answer) = (hits.clone(), received.clone(), status.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     break;
                 };
-                let seen = seen.clone();
+                let (seen, got, answer) = (seen.clone(), got.clone(), answer.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                        let seen = seen.clone();
+                        let (seen, got, answer) = (seen.clone(), got.clone(), answer.clone());
                         async move {
                             let line = format!("{} {}", req.method(), req.uri());
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            got.lock().unwrap().push(Received {
+                                method: parts.method,
+                                uri: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default(),
+                                headers: parts.headers,
+                                body,
+                            });
                             seen.lock().unwrap().push(line);
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                                Bytes::from_static(reply.as_bytes()),
-                            )))
+                            let mut resp = hyper::Response::new(Full::new(Bytes::from_static(
+                                reply.as_bytes(),
+                            )));
+                            *resp.status_mut() =
+                                StatusCode::from_u16(answer.load(Ordering::SeqCst))
+                                    .unwrap_or(StatusCode::OK);
+                            Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -550,11 +607,49 @@ impl StandIn {
                 });
             }
         });
-        StandIn { port, hits, task }
+        StandIn {
+            port,
+            hits,
+            received,
+            status,
+            task,
+        }
     }
 
     pub fn hits(&self) -> Vec<String> {
         self.hits.lock().unwrap().clone()
+    }
+
+    /// Everything received so far, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// The status of the answers from now on.
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Waits up to `timeout` until `pred` holds for some received request; returns it.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&Received) -> bool,
+    ) -> Option<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.received().into_iter().find(|r| pred(r)) {
+                return Some(r);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 }
 
@@ -562,4 +657,31 @@ impl Drop for StandIn {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Drives all futures concurrently in the current task (avoids a futures-crate dependency).
+pub async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(Option::unwrap).collect()
 }
