@@ -61,7 +61,6 @@ impl Host {
         }
         // The compile cache lives in the state folder, so a fresh folder is a cold start.
         cmd.env_remove("COUNTERSIGN_CACHE_DIR")
-            .env("SPIN_VARIABLE_REGION", "bench")
             .env("COUNTERSIGN_LOG", "warn")
             .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::scenarios::Scenario;
 
-type Sender = SendRequest<Full<Bytes>>;
+pub type Sender = SendRequest<Full<Bytes>>;
 
 /// Latencies are recorded in microseconds, up to one minute, 3 significant digits.
 fn histogram() -> Histogram<u64> {
@@ -46,7 +46,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Stats {
             latency_us: histogram(),
             ok: 0,
@@ -59,14 +59,14 @@ impl Stats {
         }
     }
 
-    fn error(&mut self, what: impl FnOnce() -> String) {
+    pub fn error(&mut self, what: impl FnOnce() -> String) {
         self.errors += 1;
         if self.first_error.is_none() {
             self.first_error = Some(what());
         }
     }
 
-    fn merge(&mut self, other: Stats) {
+    pub fn merge(&mut self, other: Stats) {
         self.latency_us
             .add(&other.latency_us)
             .expect("histograms share bounds");
@@ -99,7 +99,7 @@ pub struct Template {
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
     host: HeaderValue,
-    expect_status: u16,
+    pub expect_status: u16,
     numbered: bool,
 }
 
@@ -125,7 +125,7 @@ impl Template {
         })
     }
 
-    fn build(&self, seq: u64) -> Request<Full<Bytes>> {
+    pub fn build(&self, seq: u64) -> Request<Full<Bytes>> {
         let (path, body) = if self.numbered {
             let n = seq.to_string();
             let body = String::from_utf8_lossy(&self.body).replace("{seq}", &n);
@@ -144,7 +144,7 @@ impl Template {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<Sender> {
+pub async fn connect(addr: SocketAddr) -> Result<Sender> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect {addr}"))?;
@@ -165,6 +165,15 @@ async fn exchange(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<u16>
     let status = resp.status().as_u16();
     resp.into_body().collect().await.context("reading body")?;
     Ok(status)
+}
+
+/// Sends one request and reads the whole answer; returns its status and body.
+pub async fn exchange_full(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<(u16, Bytes)> {
+    sender.ready().await.context("connection not ready")?;
+    let resp = sender.send_request(req).await.context("request")?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.context("reading body")?;
+    Ok((status, body.to_bytes()))
 }
 
 /// One `GET` on a fresh connection (readiness probe); returns the status.

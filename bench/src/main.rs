@@ -2,6 +2,7 @@
 //! of `scenarios.rs` and prints throughput, latency percentiles and the host's memory. It prints
 //! figures only; nothing in it passes or fails on timing.
 
+mod app;
 mod host;
 mod load;
 mod report;
@@ -19,7 +20,7 @@ use clap::Parser;
 use host::{Host, HostOptions};
 use load::Until;
 use report::Row;
-use scenarios::{Mode, Scenario};
+use scenarios::{App, Mode, Scenario};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +34,10 @@ struct Cli {
     /// The application manifest the host serves.
     #[arg(short = 'f', long, default_value = "tests/apps/host/spin.toml")]
     manifest: PathBuf,
+    /// The real app's manifest (served with a bench directory, policy and secrets; see
+    /// BENCHMARKS.md). Its component `source` paths are relative to its folder.
+    #[arg(long, default_value = "spin.toml")]
+    app_manifest: PathBuf,
     /// Runtime config passed to the host (e.g. to put the key-value store on Redis).
     #[arg(long)]
     runtime_config_file: Option<PathBuf>,
@@ -61,7 +66,7 @@ struct Cli {
     /// Requests sent with each scenario's own request before it is measured.
     #[arg(long, default_value_t = 500)]
     scenario_warmup: u64,
-    /// The host is ready when `GET` on this path answers 200.
+    /// The host is ready when `GET` on this path answers 200 (test app).
     #[arg(long, default_value = "/trivial")]
     ready_path: String,
     /// Longest wait for the host to answer after it is started.
@@ -140,7 +145,10 @@ async fn run(cli: Cli) -> Result<()> {
     let all = scenarios::all(cli.rate);
     if cli.list {
         for s in &all {
-            println!("{:<32} {} {} ({:?})", s.name, s.method, s.path, s.mode);
+            println!(
+                "{:<32} {:?} app: {} {} ({:?})",
+                s.name, s.app, s.method, s.path, s.mode
+            );
         }
         return Ok(());
     }
@@ -157,6 +165,12 @@ async fn run(cli: Cli) -> Result<()> {
     }
 
     report::print_header(&cli.bin, &cli.manifest, cli.runtime_config_file.as_deref());
+    if selected.iter().any(|s| s.app == App::Real) {
+        println!(
+            "app:     {} (real app, bench directory and policy)",
+            cli.app_manifest.display()
+        );
+    }
     println!(
         "settings: duration {:?}, {} connections (saturation), {} req/s (open loop), {} client thread(s)",
         cli.duration, cli.connections, cli.rate, cli.client_threads
@@ -166,29 +180,121 @@ async fn run(cli: Cli) -> Result<()> {
         .prefix("countersign-bench-")
         .tempdir()
         .context("cannot create a temporary folder")?;
-    let state_dir = work.path().join("state");
-    let log = work.path().join("host.log");
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut floor = match &baseline {
+        Baseline::Figure(v) => Some(*v),
+        Baseline::Scenario(_) => None,
+    };
+    let mut problems = Vec::new();
+
+    // The test app first (the floor), then the real app on a second host.
+    let test: Vec<Scenario> = selected
+        .iter()
+        .filter(|s| s.app == App::Test)
+        .cloned()
+        .collect();
+    if !test.is_empty() {
+        let mut env = vec![("SPIN_VARIABLE_REGION".into(), "bench".into())];
+        env.extend(cli.env.iter().cloned());
+        let target = Target {
+            label: "test app",
+            manifest: cli.manifest.clone(),
+            env,
+            ready_path: cli.ready_path.clone(),
+            dir: work.path().join("test"),
+            deployment: None,
+        };
+        problems.extend(run_app(&cli, &target, &test, &baseline, &mut floor, &mut rows).await?);
+    }
+    let real: Vec<Scenario> = selected
+        .iter()
+        .filter(|s| s.app == App::Real)
+        .cloned()
+        .collect();
+    if !real.is_empty() {
+        let dir = work.path().join("app");
+        std::fs::create_dir_all(&dir)?;
+        let deployment = app::Deployment::new(&cli.app_manifest, &dir).await?;
+        let mut env = deployment.env.clone();
+        env.extend(cli.env.iter().cloned());
+        let target = Target {
+            label: "real app",
+            manifest: deployment.manifest.clone(),
+            env,
+            ready_path: "/v1/keys".into(),
+            dir,
+            deployment: Some(deployment),
+        };
+        problems.extend(run_app(&cli, &target, &real, &baseline, &mut floor, &mut rows).await?);
+    }
+
+    println!("load average at the end: {}", report::load_average());
+    println!();
+    report::print_markdown(&rows, floor, &cli.ratio_to);
+    if !problems.is_empty() {
+        println!();
+        println!("host log: {} warning/error line(s), e.g.:", problems.len());
+        for line in problems.iter().take(5) {
+            println!("    {line}");
+        }
+    }
+    Ok(())
+}
+
+/// One app under test: what its host is started with.
+struct Target {
+    label: &'static str,
+    manifest: PathBuf,
+    env: Vec<(OsString, OsString)>,
+    ready_path: String,
+    /// Holds its state folder and log.
+    dir: PathBuf,
+    /// The real app's secrets, tokens and callback stand-in.
+    deployment: Option<app::Deployment>,
+}
+
+/// Starts a host on `target` (cold, then warm on the same state folder; the warm one is
+/// measured), warms it up and runs `scenarios` on it, printing a row each. Returns the host
+/// log's warning/error lines.
+async fn run_app(
+    cli: &Cli,
+    target: &Target,
+    scenarios: &[Scenario],
+    baseline: &Baseline,
+    floor: &mut Option<f64>,
+    rows: &mut Vec<Row>,
+) -> Result<Vec<String>> {
+    std::fs::create_dir_all(&target.dir)?;
+    let state_dir = target.dir.join("state");
+    let log = target.dir.join("host.log");
     let opts = HostOptions {
         bin: &cli.bin,
-        manifest: &cli.manifest,
+        manifest: &target.manifest,
         state_dir: &state_dir,
         runtime_config_file: cli.runtime_config_file.as_deref(),
-        env: &cli.env,
+        env: &target.env,
         log: &log,
     };
 
     // Cold start: empty state folder, so components are compiled. Then a warm start on the same
     // folder (compiled components come from the cache); that host is the one measured.
     let mut cold = Host::spawn(&opts)?;
-    let cold_start = cold.wait_ready(&cli.ready_path, cli.ready_timeout).await?;
+    let cold_start = cold
+        .wait_ready(&target.ready_path, cli.ready_timeout)
+        .await?;
     let cold_mem = cold.memory();
     cold.stop();
     let mut host = Host::spawn(&opts)?;
-    let warm_start = host.wait_ready(&cli.ready_path, cli.ready_timeout).await?;
+    let warm_start = host
+        .wait_ready(&target.ready_path, cli.ready_timeout)
+        .await?;
     let warm_mem = host.memory();
+    println!();
     println!(
-        "start (spawn to first 200 on {}): cold {:.0} ms (peak RSS {:.1} MB), warm {:.0} ms (RSS {:.1} MB)",
-        cli.ready_path,
+        "{}: start (spawn to first 200 on {}): cold {:.0} ms (peak RSS {:.1} MB), warm {:.0} ms (RSS {:.1} MB)",
+        target.label,
+        target.ready_path,
         cold_start.as_secs_f64() * 1e3,
         report::mb(cold_mem.peak_kib),
         warm_start.as_secs_f64() * 1e3,
@@ -197,8 +303,9 @@ async fn run(cli: Cli) -> Result<()> {
 
     let ready = Scenario {
         name: "warm-up".into(),
+        app: App::Test,
         method: http::Method::GET,
-        path: cli.ready_path.clone(),
+        path: target.ready_path.clone(),
         headers: Vec::new(),
         body: bytes::Bytes::new(),
         mode: Mode::Saturation,
@@ -214,7 +321,7 @@ async fn run(cli: Cli) -> Result<()> {
     println!(
         "warm-up: {} requests on {} ({} errors), RSS after {:.1} MB",
         warm.ok,
-        cli.ready_path,
+        target.ready_path,
         warm.errors,
         report::mb(host.memory().rss_kib)
     );
@@ -224,22 +331,39 @@ async fn run(cli: Cli) -> Result<()> {
     }
     println!();
 
-    let mut rows: Vec<Row> = Vec::new();
-    let mut floor = match &baseline {
-        Baseline::Figure(v) => Some(*v),
-        Baseline::Scenario(_) => None,
-    };
     report::print_row_header();
-    for scenario in &selected {
-        let template = Arc::new(load::Template::new(scenario, host.addr)?);
+    for scenario in scenarios {
+        let scenario = match &target.deployment {
+            Some(d) => scenario.resolve(&[
+                ("agent_token", &d.agent_token),
+                ("callback_url", &d.callback_url()),
+            ]),
+            None => scenario.clone(),
+        };
+        let template = Arc::new(load::Template::new(&scenario, host.addr)?);
         if cli.scenario_warmup > 0 {
-            load::closed_loop(
-                host.addr,
-                template.clone(),
-                cli.connections.min(8),
-                Until::Requests(cli.scenario_warmup),
-            )
-            .await;
+            match (scenario.mode, &target.deployment) {
+                (Mode::RoundTrip { concurrency }, Some(d)) => {
+                    let n = (cli.scenario_warmup / 10).max(1);
+                    app::round_trips(
+                        host.addr,
+                        template.clone(),
+                        d,
+                        concurrency,
+                        Until::Requests(n),
+                    )
+                    .await;
+                }
+                _ => {
+                    load::closed_loop(
+                        host.addr,
+                        template.clone(),
+                        cli.connections.min(8),
+                        Until::Requests(cli.scenario_warmup),
+                    )
+                    .await;
+                }
+            }
         }
         host.reset_peak();
         let (host_cpu0, own_cpu0, t0) = (host.cpu_time(), host::own_cpu_time(), Instant::now());
@@ -256,16 +380,29 @@ async fn run(cli: Cli) -> Result<()> {
             Mode::OpenLoop { rate } => {
                 load::open_loop(host.addr, template, rate, cli.duration, cli.max_connections).await
             }
+            Mode::RoundTrip { concurrency } => {
+                let Some(d) = &target.deployment else {
+                    bail!("{}: a round trip needs the real app", scenario.name);
+                };
+                app::round_trips(
+                    host.addr,
+                    template,
+                    d,
+                    concurrency,
+                    Until::Elapsed(cli.duration),
+                )
+                .await
+            }
         };
         let wall = t0.elapsed().as_secs_f64().max(1e-9);
         let host_cpu = (host.cpu_time() - host_cpu0).as_secs_f64() / wall;
         let own_cpu = (host::own_cpu_time() - own_cpu0).as_secs_f64() / wall;
         let memory = host.memory();
-        let row = Row::new(scenario, &stats, memory, host_cpu);
-        if floor.is_none() && matches!(&baseline, Baseline::Scenario(b) if *b == row.name) {
-            floor = Some(row.throughput);
+        let row = Row::new(&scenario, &stats, memory, host_cpu);
+        if floor.is_none() && matches!(baseline, Baseline::Scenario(b) if *b == row.name) {
+            *floor = Some(row.throughput);
         }
-        report::print_row(&row, floor);
+        report::print_row(&row, *floor);
         if let Some(e) = &stats.first_error {
             println!("    first error: {e}");
         }
@@ -281,23 +418,21 @@ async fn run(cli: Cli) -> Result<()> {
                 lag.max() as f64 / 1e3
             );
         }
+        if let (Mode::RoundTrip { .. }, Some(d)) = (scenario.mode, &target.deployment) {
+            let late = d
+                .callbacks
+                .unexpected
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if late > 0 {
+                println!("    {late} callback(s) arrived that nobody waited for");
+            }
+        }
         rows.push(row);
     }
 
     let problems = host.log_problems();
     host.stop();
-
-    println!("load average at the end: {}", report::load_average());
-    println!();
-    report::print_markdown(&rows, floor, &cli.ratio_to);
-    if !problems.is_empty() {
-        println!();
-        println!("host log: {} warning/error line(s), e.g.:", problems.len());
-        for line in problems.iter().take(5) {
-            println!("    {line}");
-        }
-    }
-    Ok(())
+    Ok(problems)
 }
 
 /// The scenarios to run, in list order: those matching a filter (all when none), plus the

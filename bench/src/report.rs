@@ -34,6 +34,11 @@ impl Row {
         let (saturation, mode) = match scenario.mode {
             Mode::Saturation => (true, format!("closed, {} conns", stats.concurrency)),
             Mode::OpenLoop { rate } => (false, format!("open, {rate} req/s")),
+            // Round trips/s over the floor's requests/s (one round trip is two requests and a
+            // callback).
+            Mode::RoundTrip { concurrency } => {
+                (true, format!("round trip, {concurrency} in flight"))
+            }
         };
         Row {
             name: scenario.name.clone(),
@@ -54,7 +59,14 @@ impl Row {
     /// Saturation throughput over the floor's; open-loop rows offer a fixed rate, so none.
     fn ratio(&self, floor: Option<f64>) -> String {
         match floor {
-            Some(f) if self.saturation && f > 0.0 => format!("{:.2}", self.throughput / f),
+            Some(f) if self.saturation && f > 0.0 => {
+                let r = self.throughput / f;
+                if r >= 0.1 {
+                    format!("{r:.2}")
+                } else {
+                    format!("{r:.4}")
+                }
+            }
             _ => "-".into(),
         }
     }
