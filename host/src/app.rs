@@ -28,6 +28,8 @@ use crate::variables::Resolved;
 
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Client requests handled at once; more wait for a slot.
+    pub max_concurrent: usize,
     pub max_body_bytes: usize,
     pub handler_timeout: Duration,
     pub max_memory_bytes: usize,
@@ -105,10 +107,13 @@ fn import_supported(name: &str) -> bool {
 
 fn engine(limits: &Limits) -> Result<Engine> {
     let mut pool = wasmtime::PoolingAllocationConfig::default();
-    pool.total_component_instances(1000)
-        .total_core_instances(2000)
-        .total_memories(1000)
-        .total_tables(2000)
+    // Sized for `max_concurrent` requests each holding a few chained instances at once; the
+    // request limit in the server keeps the pool from running dry under overload.
+    let slots = (limits.max_concurrent as u32).saturating_mul(8).max(64);
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(16))
+        .total_memories(slots.saturating_mul(2))
+        .total_tables(slots.saturating_mul(4))
         .max_memory_size(limits.max_memory_bytes)
         .max_memories_per_component(16)
         .max_tables_per_component(32)

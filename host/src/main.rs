@@ -58,6 +58,9 @@ struct UpArgs {
     /// Compiled components are cached here (default: <state-dir>/cache).
     #[arg(long, env = "COUNTERSIGN_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Client requests handled at once; more wait (in order) instead of failing.
+    #[arg(long, default_value_t = 128)]
+    max_concurrent: usize,
     /// Largest request body accepted (larger: 413).
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
@@ -113,6 +116,7 @@ fn up(args: UpArgs) -> Result<()> {
             state_dir: &args.state_dir,
             cache_dir: &cache_dir,
             limits: app::Limits {
+                max_concurrent: args.max_concurrent.max(1),
                 max_body_bytes: args.max_body_bytes,
                 handler_timeout: args.handler_timeout,
                 max_memory_bytes: args.max_memory_bytes,

@@ -26,6 +26,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, sweep_interval: Duratio
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     let sweeper = spawn_sweeper(app.clone(), sweep_interval);
+    let slots = Arc::new(tokio::sync::Semaphore::new(app.limits.max_concurrent));
     eprintln!(
         "countersign: serving {} component(s); listening on http://{addr}",
         app.components.len()
@@ -46,7 +47,15 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, sweep_interval: Duratio
                 };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
-                let service = hyper::service::service_fn(move |req| serve_one(app.clone(), req, peer));
+                let slots = slots.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let (app, slots) = (app.clone(), slots.clone());
+                    async move {
+                        // Fair (FIFO) wait for a slot; the semaphore is never closed.
+                        let _slot = slots.acquire_owned().await;
+                        serve_one(app, req, peer).await
+                    }
+                });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
