@@ -26,6 +26,7 @@ pub mod model;
 pub mod policy;
 pub mod problem;
 pub mod rules;
+pub mod slack;
 pub mod store;
 pub mod time;
 pub mod vote;
