@@ -12,7 +12,7 @@ use shared::crypto::SigningKey;
 use shared::directory::{bearer_token, token_matches_sha256, Agent, Approver, Directory};
 use shared::store::Kv;
 use shared::{Error, Result};
-use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http::{Method, OutgoingResponse, Request, Response, ResponseOutparam};
 use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store};
 
 pub use shared;
@@ -225,6 +225,20 @@ pub fn problem_response(status: u16, code: &str, detail: &str) -> Response {
         .header("content-type", shared::problem::CONTENT_TYPE)
         .body(p.to_json())
         .build()
+}
+
+/// Sends the answer now, so the handler can keep working afterwards (deliveries that must
+/// not delay the caller, such as Slack's 3-second acknowledgement).
+pub async fn respond(out: ResponseOutparam, mut response: Response) {
+    let body = std::mem::take(response.body_mut());
+    match OutgoingResponse::try_from(response) {
+        Ok(outgoing) => {
+            if let Err(e) = out.set_with_body(outgoing, body).await {
+                eprintln!("countersign: could not send the answer: {e}");
+            }
+        }
+        Err(e) => eprintln!("countersign: could not build the answer: {e}"),
+    }
 }
 
 pub fn not_found() -> Response {

@@ -42,9 +42,7 @@ use shared::store::{self, Job, Kv, Store, VoteReceipt};
 use shared::vote::{VoteAnswer, VoteRequest};
 use shared::{Error, Result, Timestamp};
 use spin_sdk::http::conversions::TryFromIncomingRequest;
-use spin_sdk::http::{
-    IncomingRequest, Method, OutgoingResponse, Request, Response, ResponseOutparam,
-};
+use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 
 /// Longest `?wait=` (DESIGN: ≤ 30 s); larger values are clamped.
@@ -71,25 +69,12 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
             Vec::new(),
         ),
     };
-    respond(out, response).await;
+    adapter::respond(out, response).await;
     if !followups.is_empty() {
         match SpinKv::open() {
             Ok(kv) => jobs::run_queued(&Store::new(kv), followups, Timestamp::now()).await,
             Err(e) => eprintln!("countersign: deliveries left to the sweep: {e}"),
         }
-    }
-}
-
-/// Sends the answer now (the handler may keep working afterwards).
-async fn respond(out: ResponseOutparam, mut response: Response) {
-    let body = std::mem::take(response.body_mut());
-    match OutgoingResponse::try_from(response) {
-        Ok(outgoing) => {
-            if let Err(e) = out.set_with_body(outgoing, body).await {
-                eprintln!("countersign: could not send the answer: {e}");
-            }
-        }
-        Err(e) => eprintln!("countersign: could not build the answer: {e}"),
     }
 }
 

@@ -30,9 +30,7 @@ use shared::store::{Kv, Store};
 use shared::vote::{AnswerOutcome, VoteAnswer, VoteRequest};
 use shared::{Error, Result, Timestamp};
 use spin_sdk::http::conversions::TryFromIncomingRequest;
-use spin_sdk::http::{
-    IncomingRequest, Method, OutgoingResponse, Request, Response, ResponseOutparam,
-};
+use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 
 /// Work left for after the answer (Slack wants its 200 within 3 seconds).
@@ -53,7 +51,7 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
             Followup::None,
         ),
     };
-    respond(out, response).await;
+    adapter::respond(out, response).await;
     match followup {
         Followup::None => {}
         Followup::Replace(click) => replace_card(&click).await,
@@ -64,18 +62,6 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
                 }
             }
         }
-    }
-}
-
-async fn respond(out: ResponseOutparam, mut response: Response) {
-    let body = std::mem::take(response.body_mut());
-    match OutgoingResponse::try_from(response) {
-        Ok(outgoing) => {
-            if let Err(e) = out.set_with_body(outgoing, body).await {
-                eprintln!("countersign: could not send the answer: {e}");
-            }
-        }
-        Err(e) => eprintln!("countersign: could not build the answer: {e}"),
     }
 }
 
