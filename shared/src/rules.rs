@@ -344,15 +344,20 @@ pub fn may_view(record: &ActionRecord, dir: &Directory, person: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::directory::tests::example as directory;
     use crate::model::{ActionRequest, Outcome, PolicyDecision, Requirement};
     use serde_json::json;
 
-    const T0: Timestamp = Timestamp(1_800_000_000);
+    pub const T0: Timestamp = Timestamp(1_800_000_000);
 
-    fn pending(requirements: Vec<(&str, u32)>, on_behalf_of: Option<&str>) -> ActionRecord {
+    /// A pending db.export by etl-bot created at `T0` (also the store tests' fixture).
+    pub fn pending_record(
+        id: &str,
+        requirements: Vec<(&str, u32)>,
+        on_behalf_of: Option<&str>,
+    ) -> ActionRecord {
         let mut body = json!({"action":"db.export","resource":{"type":"Dataset","id":"customers"}});
         if let Some(o) = on_behalf_of {
             body["on_behalf_of"] = json!(o);
@@ -373,7 +378,11 @@ mod tests {
             review_window_secs: 900,
             grant_ttl_secs: 300,
         };
-        ActionRecord::new("req_1".into(), "etl-bot", &req, &d, T0).unwrap()
+        ActionRecord::new(id.into(), "etl-bot", &req, &d, T0).unwrap()
+    }
+
+    fn pending(requirements: Vec<(&str, u32)>, on_behalf_of: Option<&str>) -> ActionRecord {
+        pending_record("req_1", requirements, on_behalf_of)
     }
 
     fn vote(who: &str, decision: Decision, at: i64) -> Vote {

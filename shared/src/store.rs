@@ -941,33 +941,14 @@ impl<K: Kv> Store<K> {
 mod tests {
     use super::*;
     use crate::directory::tests::example as directory;
-    use crate::model::{ActionRequest, Decision, Outcome, PolicyDecision, Requirement};
+    use crate::model::Decision;
     use serde_json::json;
     use std::sync::Arc;
 
-    const T0: Timestamp = Timestamp(1_800_000_000);
+    use crate::rules::tests::T0;
 
     fn new_pending(store: &Store<impl Kv>, id: &str, reqs: Vec<(&str, u32)>) -> ActionRecord {
-        let req = ActionRequest::from_value(
-            json!({"action":"db.export","resource":{"type":"Dataset","id":"customers"}}),
-        )
-        .unwrap();
-        let d = PolicyDecision {
-            outcome: Outcome::Approval,
-            requirements: reqs
-                .into_iter()
-                .map(|(g, q)| Requirement {
-                    group: g.into(),
-                    quorum: q,
-                })
-                .collect(),
-            policies: vec!["p".into()],
-            policy_hash: String::new(),
-            reason: None,
-            review_window_secs: 900,
-            grant_ttl_secs: 300,
-        };
-        let r = ActionRecord::new(id.into(), "etl-bot", &req, &d, T0).unwrap();
+        let r = crate::rules::tests::pending_record(id, reqs, None);
         store.create(&r).unwrap();
         r
     }
