@@ -9,6 +9,7 @@
 //! - [`directory`]: `config/directory.toml`, bearer tokens, callback prefixes, identities.
 //! - [`policy`] (feature `policy`): Cedar evaluation with approval annotations.
 //! - [`rules`]: the vote judge (pure); [`vote`]: the internal vote protocol every channel uses.
+//! - [`review`]: what a review card shows; [`slack`], [`teams`]: the chat platforms' rules.
 //! - [`store`]: the key-value trait and the exactly-once request state machine on it.
 //! - [`crypto`], [`jws`], [`grant`], [`webhook`]: keys, JWKS, JWS, grants, webhook signatures.
 //! - [`audit`]: the signed, hash-chained audit trail and its verifier.
@@ -25,9 +26,11 @@ pub mod model;
 #[cfg(feature = "policy")]
 pub mod policy;
 pub mod problem;
+pub mod review;
 pub mod rules;
 pub mod slack;
 pub mod store;
+pub mod teams;
 pub mod time;
 pub mod vote;
 pub mod webhook;

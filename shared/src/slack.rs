@@ -5,7 +5,8 @@
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::model::{ActionRecord, Decision, Status};
+use crate::model::{ActionRecord, Decision};
+use crate::review;
 use crate::time::Timestamp;
 use crate::webhook::{ct_eq, hmac_sha256};
 
@@ -60,15 +61,7 @@ pub fn verify(
     }
 }
 
-/// At most `max` characters of `s` (never cut inside a character), with `…` when shortened.
-pub fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
+pub use crate::review::truncate;
 
 /// Escapes `&`, `<`, `>` for Slack mrkdwn.
 pub fn escape(s: &str) -> String {
@@ -85,63 +78,14 @@ fn field(label: &str, value: &str) -> String {
     format!("*{label}:* {}", escape(value))
 }
 
-fn compact(v: &Value) -> String {
-    serde_json::to_string(v).unwrap_or_default()
-}
-
-/// The top of every card: what is asked, by whom, on what.
+/// The top of every card: what is asked, by whom, on what ([`review::fact_groups`]).
 fn details(r: &ActionRecord, owner: &str) -> Vec<Value> {
-    let mut blocks = vec![
-        json!({"type": "header", "text": {"type": "plain_text",
-            "text": truncate(&format!("Approval requested: {}", r.action), 150)}}),
-        section(
-            &[
-                field("Agent", &format!("{} (owner {owner})", r.agent)),
-                field("On behalf of", r.on_behalf_of.as_deref().unwrap_or("—")),
-                field("Action", &r.action),
-                field(
-                    "Resource",
-                    &format!("{} {}", r.resource.type_, r.resource.id),
-                ),
-            ]
-            .join("\n"),
-        ),
-    ];
-    if !r.resource.attributes.is_empty() {
-        blocks.push(section(&field(
-            "Attributes",
-            &compact(&Value::Object(r.resource.attributes.clone())),
-        )));
+    let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text",
+        "text": truncate(&review::title(r), 150)}})];
+    for group in review::fact_groups(r, owner) {
+        let lines: Vec<String> = group.iter().map(|(l, v)| field(l, v)).collect();
+        blocks.push(section(&lines.join("\n")));
     }
-    blocks.push(section(
-        &[
-            field("Impact", r.impact.as_deref().unwrap_or("—")),
-            field("Justification", r.justification.as_deref().unwrap_or("—")),
-        ]
-        .join("\n"),
-    ));
-    if !r.context.is_empty() {
-        blocks.push(section(&field(
-            "Context",
-            &truncate(&compact(&Value::Object(r.context.clone())), 2800),
-        )));
-    }
-    let reqs: Vec<String> = r
-        .requirements
-        .iter()
-        .map(|q| format!("{} of {}", q.quorum, q.group))
-        .collect();
-    blocks.push(section(
-        &[
-            field("Policies", &r.policies.join(", ")),
-            field("Requires", &reqs.join("; ")),
-            field(
-                "Expires",
-                &r.expires_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-            ),
-        ]
-        .join("\n"),
-    ));
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
         "text": truncate(&format!("Request `{}` · digest `{}`", r.id, r.digest), 3000)}]}));
     blocks
@@ -149,13 +93,7 @@ fn details(r: &ActionRecord, owner: &str) -> Vec<Value> {
 
 /// Fallback notification text.
 pub fn fallback_text(r: &ActionRecord) -> String {
-    truncate(
-        &format!(
-            "Approval requested: {} on {} {} by agent {} ({})",
-            r.action, r.resource.type_, r.resource.id, r.agent, r.id
-        ),
-        MAX_TEXT,
-    )
+    truncate(&review::summary(r), MAX_TEXT)
 }
 
 /// The review card of a pending request: details plus Approve and Deny.
@@ -184,40 +122,7 @@ pub fn outcome_blocks(r: &ActionRecord, owner: &str, now: Timestamp) -> Vec<Valu
 
 /// "*Approved* by alice (slack) at …".
 pub fn outcome_line(r: &ActionRecord) -> String {
-    let when = r.decided_at.map(|t| t.to_rfc3339()).unwrap_or_default();
-    let who: Vec<String> = r
-        .votes
-        .iter()
-        .filter(|v| match r.status {
-            Status::Approved => v.decision == Decision::Approve,
-            Status::Denied => v.decision == Decision::Deny,
-            _ => false,
-        })
-        .map(|v| format!("{} ({})", v.approver, v.channel))
-        .collect();
-    let state = r.status.as_str();
-    let mut line = match r.status {
-        Status::Pending => "*Pending*: waiting for more approvals".to_string(),
-        Status::Expired => format!("*Expired* at {when}: no decision in time"),
-        _ if who.is_empty() => format!("*{}* at {when}", capitalize(state)),
-        _ => format!(
-            "*{}* by {} at {when}",
-            capitalize(state),
-            escape(&who.join(", "))
-        ),
-    };
-    if let (Some(reason), Status::Denied) = (&r.reason, r.status) {
-        line.push_str(&format!("\n*Reason:* {}", escape(reason)));
-    }
-    line
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
-        None => String::new(),
-    }
+    review::outcome(r).line(|s| format!("*{s}*"), escape)
 }
 
 /// Checks a message against Block Kit limits (used by the tests' stand-in as well).
@@ -400,7 +305,8 @@ mod tests {
             "actions": [{"action_id": "approve", "value": "act_1"}]});
         let body = format!(
             "payload={}",
-            compact(&payload)
+            serde_json::to_string(&payload)
+                .unwrap()
                 .bytes()
                 .map(|b| format!("%{b:02X}"))
                 .collect::<String>()

@@ -104,6 +104,30 @@ impl<T: Kv + ?Sized> Kv for std::sync::Arc<T> {
     }
 }
 
+/// The JSON value at `key`; `None` when absent or unreadable (for caches and card lists, which
+/// are rebuilt rather than trusted when damaged).
+pub fn get_json<T: serde::de::DeserializeOwned>(kv: &impl Kv, key: &str) -> Result<Option<T>> {
+    Ok(kv.get(key)?.and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+pub fn set_json<T: Serialize + ?Sized>(kv: &impl Kv, key: &str, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::Store(e.to_string()))?;
+    kv.set(key, &bytes)
+}
+
+/// Adds `item` (once) to the JSON list at `key`. Read-modify-write: for lists with one writer
+/// at a time, such as the cards a claimed review job posted.
+pub fn add_to_list<T>(kv: &impl Kv, key: &str, item: T) -> Result<()>
+where
+    T: Serialize + serde::de::DeserializeOwned + PartialEq,
+{
+    let mut all: Vec<T> = get_json(kv, key)?.unwrap_or_default();
+    if !all.contains(&item) {
+        all.push(item);
+    }
+    set_json(kv, key, &all)
+}
+
 #[derive(Debug, Clone)]
 enum Slot {
     Value(Vec<u8>),

@@ -8,11 +8,9 @@
 //! vote first) uses [`enqueue`] before answering and [`run_queued`] after: the job is durable
 //! before anyone learns of the decision, and a slow agent endpoint never delays the answer.
 //!
-//! Webhooks to the outside (agent callbacks, the review webhook) are sent with explicit
-//! timeouts ([`CONNECT_TIMEOUT`], [`RESPONSE_TIMEOUT`]), so a silent endpoint costs one
-//! bounded attempt, not a hung sweep.
-
-use std::time::Duration;
+//! Webhooks to the outside (agent callbacks, the review webhook) are sent through
+//! [`crate::outbound`] with explicit timeouts, so a silent endpoint costs one bounded attempt,
+//! not a hung sweep.
 
 use serde_json::json;
 use shared::audit::AuditEvent;
@@ -21,7 +19,7 @@ use shared::store::{Job, Kv, Store};
 use shared::webhook::{self, EVENT_ID_HEADER, REVIEWS_ID, SIGNATURE_HEADER};
 use shared::{Result, Timestamp};
 
-use crate::{audit, call_internal, var, SpinKv};
+use crate::{audit, call_internal, outbound, var, SpinKv};
 
 /// The one delivery queue.
 pub const QUEUE: &str = "jobs";
@@ -32,11 +30,6 @@ pub const REVIEW_SLACK: &str = "review.slack";
 pub const REVIEW_TEAMS: &str = "review.teams";
 pub const UPDATE_SLACK: &str = "update.slack";
 pub const UPDATE_TEAMS: &str = "update.teams";
-
-/// How long a webhook may take to connect.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a webhook may take to start answering, and between two chunks of its answer.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The chat channels whose variables are set (a channel with empty variables is off).
 pub fn chat_channels() -> Vec<&'static str> {
@@ -326,11 +319,11 @@ fn signed_post(
         (EVENT_ID_HEADER, event_id),
         (SIGNATURE_HEADER, signature.as_str()),
     ];
-    let status = outbound::post(url, &headers, &body)?;
-    if (200..300).contains(&status) {
+    let reply = outbound::send("POST", url, &headers, &body)?;
+    if reply.ok() {
         Ok(())
     } else {
-        Err(format!("answered {status}"))
+        Err(format!("answered {}", reply.status))
     }
 }
 
@@ -350,89 +343,5 @@ async fn chat(
             "{component}{path} answered {status}: {}",
             String::from_utf8_lossy(&body)
         ))
-    }
-}
-
-/// A POST over `wasi:http/outgoing-handler` with request options (timeouts), which the SDK's
-/// `send` does not set. Blocking: a component instance serves one request at a time.
-mod outbound {
-    use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
-    use spin_sdk::wit::wasi::http0_2_0::types::{
-        Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
-    };
-
-    use super::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
-
-    /// The answer's status; transport failures (refused, timed out, not allowed) are errors.
-    pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<u16, String> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| "not an absolute URL".to_string())?;
-        let scheme = match scheme.to_ascii_lowercase().as_str() {
-            "https" => Scheme::Https,
-            "http" => Scheme::Http,
-            _ => return Err("not an http(s) URL".into()),
-        };
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(split);
-        if authority.is_empty() || authority.contains('@') {
-            return Err("the URL names no host".into());
-        }
-        let path = if path.starts_with('/') {
-            path.to_string()
-        } else {
-            format!("/{path}")
-        };
-        // Fragments are never sent.
-        let path = path.split('#').next().unwrap_or("/").to_string();
-
-        let fields = Fields::new();
-        // A declared length, not chunked encoding: simple webhook receivers expect one.
-        fields
-            .append("content-length", body.len().to_string().as_bytes())
-            .map_err(|e| format!("header content-length: {e:?}"))?;
-        for (name, value) in headers {
-            fields
-                .append(&name.to_ascii_lowercase(), value.as_bytes())
-                .map_err(|e| format!("header {name}: {e:?}"))?;
-        }
-        let request = OutgoingRequest::new(fields);
-        let ok = request.set_method(&Method::Post).is_ok()
-            && request.set_scheme(Some(&scheme)).is_ok()
-            && request.set_authority(Some(authority)).is_ok()
-            && request.set_path_with_query(Some(&path)).is_ok();
-        if !ok {
-            return Err("the URL cannot be sent".into());
-        }
-        let outgoing_body = request
-            .body()
-            .map_err(|_| "request body unavailable".to_string())?;
-        let options = RequestOptions::new();
-        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        // A host may not support a timeout; it then applies its own.
-        let _ = options.set_connect_timeout(Some(nanos(CONNECT_TIMEOUT)));
-        let _ = options.set_first_byte_timeout(Some(nanos(RESPONSE_TIMEOUT)));
-        let _ = options.set_between_bytes_timeout(Some(nanos(RESPONSE_TIMEOUT)));
-        let future = outgoing_handler::handle(request, Some(options))
-            .map_err(|e| format!("POST failed: {e:?}"))?;
-        {
-            let stream = outgoing_body
-                .write()
-                .map_err(|_| "request body unavailable".to_string())?;
-            for chunk in body.chunks(4096) {
-                stream
-                    .blocking_write_and_flush(chunk)
-                    .map_err(|e| format!("sending the body failed: {e:?}"))?;
-            }
-        }
-        OutgoingBody::finish(outgoing_body, None)
-            .map_err(|e| format!("sending the body failed: {e:?}"))?;
-        future.subscribe().block();
-        let response = match future.get() {
-            Some(Ok(Ok(r))) => r,
-            Some(Ok(Err(code))) => return Err(format!("POST failed: {code:?}")),
-            Some(Err(())) | None => return Err("POST failed: no response".into()),
-        };
-        Ok(response.status())
     }
 }

@@ -18,6 +18,7 @@ use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store};
 pub use shared;
 
 pub mod jobs;
+pub mod outbound;
 
 /// Largest JSON body the API accepts (DESIGN.md: 413 beyond).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -101,6 +102,19 @@ pub fn signing_key() -> Result<SigningKey> {
 
 pub fn directory() -> Result<Directory> {
     Directory::load(DIRECTORY_PATH)
+}
+
+/// The request store on the component's `default` key-value store.
+pub fn store() -> Result<shared::store::Store<SpinKv>> {
+    Ok(shared::store::Store::new(SpinKv::open()?))
+}
+
+/// The owner of `agent` as the directory says, for review cards ("unknown" when unreadable).
+pub fn owner_of(agent: &str) -> String {
+    directory()
+        .ok()
+        .and_then(|d| d.agent(agent).map(|a| a.owner.clone()))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -256,6 +270,16 @@ pub fn method_not_allowed() -> Response {
 // ---------------------------------------------------------------------------------------------
 // Outbound
 
+/// The `{"id"}` body of an internal chat call (`/internal/notify`, `/internal/update`).
+pub fn request_id_in_body(req: &Request) -> Result<String> {
+    let v: serde_json::Value = serde_json::from_slice(req.body())?;
+    v["id"]
+        .as_str()
+        .filter(|s| shared::model::is_request_id(s))
+        .map(str::to_string)
+        .ok_or_else(|| Error::invalid("id", "is not a request id"))
+}
+
 /// A POST of JSON; the answer's status and body. Transport failures are errors, any HTTP
 /// status is an answer.
 pub async fn post_json(
@@ -303,6 +327,18 @@ pub async fn audit(event: &AuditEvent) -> Result<()> {
             "audit append answered {status}: {}",
             String::from_utf8_lossy(&body)
         )))
+    }
+}
+
+/// Records an event; a failure to record is logged (the caller's answer stands either way).
+pub async fn audit_event(
+    type_: &str,
+    request_id: Option<&str>,
+    actor: &str,
+    data: serde_json::Value,
+) {
+    if let Err(e) = audit(&AuditEvent::new(type_, request_id, actor, data)).await {
+        eprintln!("countersign: audit of {type_} failed: {e}");
     }
 }
 

@@ -26,13 +26,12 @@
 
 use std::time::{Duration, Instant};
 
-use adapter::jobs;
 use adapter::{
-    audit, authenticate_admin, directory, header, is_internal, json_body, problem,
+    audit_event, authenticate_admin, directory, header, is_internal, json_body, problem,
     problem_response, query_param, signing_key, SpinKv,
 };
+use adapter::{jobs, store};
 use serde_json::{json, Value};
-use shared::audit::AuditEvent;
 use shared::crypto::KeySet;
 use shared::directory::{bearer_token, Agent, Approver, Directory};
 use shared::grant::{self, GrantClaims, GrantVerifyRequest};
@@ -214,19 +213,8 @@ fn method_name(m: &Method) -> String {
     }
 }
 
-/// Appends an audit record; a failure is logged (what it records has already happened).
-async fn audit_event(type_: &str, request_id: Option<&str>, actor: &str, data: Value) {
-    if let Err(e) = audit(&AuditEvent::new(type_, request_id, actor, data)).await {
-        eprintln!("countersign: audit of {type_} failed: {e}");
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // GET /v1/actions/:id
-
-fn store() -> Result<Store<SpinKv>> {
-    Ok(Store::new(SpinKv::open()?))
-}
 
 fn unknown_request() -> Error {
     Error::NotFound("no such request".into())

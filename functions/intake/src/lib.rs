@@ -159,7 +159,7 @@ async fn actions(req: &Request) -> Result<Response> {
     };
     let key = model::idempotency_key(adapter::header(req, "idempotency-key"), &request)?;
     let now = Timestamp::now();
-    let store = Store::new(SpinKv::open()?);
+    let store = adapter::store()?;
 
     let (id, body_hash) = match &key {
         None => (model::new_request_id()?, String::new()),

@@ -1,9 +1,9 @@
-//! The outbound Slack Web API client: `chat.postMessage`, `chat.update`, `response_url`.
+//! The outbound Slack Web API client: `chat.postMessage`, `chat.update`, `response_url`, each
+//! one bounded call ([`adapter::outbound`] timeouts).
 
-use adapter::post_json;
+use adapter::outbound;
 use serde_json::{json, Value};
 use shared::slack::api_result;
-use spin_sdk::http::{Method, Request, Response};
 
 use crate::config;
 
@@ -33,28 +33,21 @@ impl std::fmt::Display for Failure {
 }
 
 /// Calls a Web API method with the bot token; `Ok` only for HTTP 200 `ok: true`.
-pub async fn call(method: &str, body: &Value) -> Result<Value, Failure> {
+pub fn call(method: &str, body: &Value) -> Result<Value, Failure> {
     let token = config::bot_token().map_err(|e| e.to_string())?;
     let url = format!("{}/{method}", config::api_base());
-    let request = Request::builder()
-        .method(Method::Post)
-        .uri(url)
-        .header("content-type", "application/json; charset=utf-8")
-        .header("authorization", format!("Bearer {token}"))
-        .body(serde_json::to_vec(body).map_err(|e| e.to_string())?)
-        .build();
-    let response: Response = spin_sdk::http::send(request)
-        .await
+    let auth = format!("Bearer {token}");
+    let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    let headers = [
+        ("content-type", "application/json; charset=utf-8"),
+        ("authorization", auth.as_str()),
+    ];
+    let reply = outbound::send("POST", &url, &headers, &body)
         .map_err(|e| format!("{method} failed: {e}"))?;
-    let status = *response.status();
-    let retry_after = response
-        .header("retry-after")
-        .and_then(|v| v.as_str())
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    api_result(status, response.body()).map_err(|e| Failure {
+    api_result(reply.status, &reply.body).map_err(|e| Failure {
         message: format!("{method} {e}"),
-        retry_after: if status == 429 {
-            retry_after.or(Some(1))
+        retry_after: if reply.status == 429 {
+            reply.retry_after.or(Some(1))
         } else {
             None
         },
@@ -62,7 +55,7 @@ pub async fn call(method: &str, body: &Value) -> Result<Value, Failure> {
 }
 
 /// `chat.postMessage`; the `(channel, ts)` of the message.
-pub async fn post_message(
+pub fn post_message(
     channel: &str,
     text: &str,
     blocks: &[Value],
@@ -70,8 +63,7 @@ pub async fn post_message(
     let v = call(
         "chat.postMessage",
         &json!({"channel": channel, "text": text, "blocks": blocks}),
-    )
-    .await?;
+    )?;
     let ch = v["channel"].as_str().unwrap_or(channel).to_string();
     let ts = v["ts"]
         .as_str()
@@ -81,27 +73,26 @@ pub async fn post_message(
 }
 
 /// `chat.update` of a message.
-pub async fn update(channel: &str, ts: &str, text: &str, blocks: &[Value]) -> Result<(), Failure> {
+pub fn update(channel: &str, ts: &str, text: &str, blocks: &[Value]) -> Result<(), Failure> {
     call(
         "chat.update",
         &json!({"channel": channel, "ts": ts, "text": text, "blocks": blocks}),
     )
-    .await
     .map(|_| ())
 }
 
 /// POSTs a message to an interaction's `response_url` (no token: the URL is the credential).
-pub async fn respond(response_url: &str, body: &Value) -> Result<(), String> {
-    let (status, _) = post_json(
+pub fn respond(response_url: &str, body: &Value) -> Result<(), String> {
+    let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    let reply = outbound::send(
+        "POST",
         response_url,
-        &[],
-        serde_json::to_vec(body).map_err(|e| e.to_string())?,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    if (200..300).contains(&status) {
+        &[("content-type", "application/json")],
+        &body,
+    )?;
+    if reply.ok() {
         Ok(())
     } else {
-        Err(format!("response_url answered {status}"))
+        Err(format!("response_url answered {}", reply.status))
     }
 }

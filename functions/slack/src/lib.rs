@@ -14,6 +14,7 @@
 //!   ephemeral explanation when the vote is refused.
 //!
 //! Not built yet: the optional deny-reason modal (`views.open`).
+//! Every Web API call is bounded by [`adapter::outbound`]'s timeouts.
 
 mod bot;
 mod config;
@@ -21,12 +22,13 @@ mod http;
 mod review;
 mod status;
 
-use adapter::{audit, directory, is_internal, json_response, problem, problem_response, SpinKv};
-use serde_json::{json, Value};
-use shared::audit::AuditEvent;
+use adapter::{
+    audit_event, directory, is_internal, json_response, problem, problem_response, store,
+};
+use serde_json::json;
 use shared::model::Decision;
 use shared::slack::{self, Click};
-use shared::store::{Kv, Store};
+use shared::store::Kv;
 use shared::vote::{AnswerOutcome, VoteAnswer, VoteRequest};
 use shared::{Error, Result, Timestamp};
 use spin_sdk::http::conversions::TryFromIncomingRequest;
@@ -57,7 +59,7 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
         Followup::Replace(click) => replace_card(&click).await,
         Followup::Ephemeral(click, text) => {
             if let Some(url) = &click.response_url {
-                if let Err(e) = bot::respond(url, &slack::ephemeral(&text)).await {
+                if let Err(e) = bot::respond(url, &slack::ephemeral(&text)) {
                     eprintln!("countersign: slack ephemeral answer failed: {e}");
                 }
             }
@@ -86,19 +88,6 @@ async fn route(req: &Request) -> (Response, Followup) {
     }
 }
 
-fn store() -> Result<Store<SpinKv>> {
-    Ok(Store::new(SpinKv::open()?))
-}
-
-fn request_id(req: &Request) -> Result<String> {
-    let v: Value = serde_json::from_slice(req.body())?;
-    v["id"]
-        .as_str()
-        .filter(|s| shared::model::is_request_id(s))
-        .map(str::to_string)
-        .ok_or_else(|| Error::invalid("id", "is not a request id"))
-}
-
 fn upstream(e: bot::Failure) -> Error {
     Error::Unavailable(e.to_string())
 }
@@ -122,7 +111,7 @@ fn remember_retry_after(kv: &impl Kv, e: &bot::Failure) {
 
 /// Posts the review card (once: a retry after a lost answer does not post twice).
 async fn notify(req: &Request) -> Result<Response> {
-    let id = request_id(req)?;
+    let id = adapter::request_id_in_body(req)?;
     let store = store()?;
     let record = store
         .load(&id)?
@@ -145,7 +134,7 @@ async fn notify(req: &Request) -> Result<Response> {
     }
     let (text, blocks) = review::card(&record, Timestamp::now());
     let channel = config::channel()?;
-    let (channel, ts) = match bot::post_message(&channel, &text, &blocks).await {
+    let (channel, ts) = match bot::post_message(&channel, &text, &blocks) {
         Ok(posted) => posted,
         Err(e) => {
             remember_retry_after(store.kv(), &e);
@@ -165,7 +154,7 @@ async fn notify(req: &Request) -> Result<Response> {
 
 /// Updates every stored card of the request to what it shows now.
 async fn update(req: &Request) -> Result<Response> {
-    let id = request_id(req)?;
+    let id = adapter::request_id_in_body(req)?;
     let store = store()?;
     let record = store
         .load(&id)?
@@ -173,9 +162,7 @@ async fn update(req: &Request) -> Result<Response> {
     let (text, blocks) = review::card(&record, Timestamp::now());
     let messages = status::load(store.kv(), &id)?;
     for m in &messages {
-        bot::update(&m.channel, &m.ts, &text, &blocks)
-            .await
-            .map_err(upstream)?;
+        bot::update(&m.channel, &m.ts, &text, &blocks).map_err(upstream)?;
     }
     Ok(json_response(200, &json!({"updated": messages.len()})))
 }
@@ -189,12 +176,6 @@ fn ephemeral(click: Click, text: String) -> (Response, Followup) {
         json_response(200, &slack::ephemeral(&text)),
         Followup::Ephemeral(click, text),
     )
-}
-
-async fn audit_event(type_: &str, id: Option<&str>, actor: &str, data: Value) {
-    if let Err(e) = audit(&AuditEvent::new(type_, id, actor, data)).await {
-        eprintln!("countersign: could not record {type_}: {e}");
-    }
 }
 
 async fn interaction(req: &Request) -> (Response, Followup) {
@@ -287,14 +268,12 @@ async fn replace_card(click: &Click) {
     let mut result = Err("no response_url".to_string());
     if let Some(url) = &click.response_url {
         let body = json!({"replace_original": true, "text": text, "blocks": blocks});
-        result = bot::respond(url, &body).await;
+        result = bot::respond(url, &body);
     }
     if let Err(e) = &result {
         eprintln!("countersign: slack response_url failed ({e}); using chat.update");
         if let (Some(ch), Some(ts)) = (&click.channel, &click.message_ts) {
-            result = bot::update(ch, ts, &text, &blocks)
-                .await
-                .map_err(|e| e.to_string());
+            result = bot::update(ch, ts, &text, &blocks).map_err(|e| e.to_string());
         }
     }
     let (kind, error) = match result {

@@ -1,21 +1,14 @@
 //! Block Kit cards (rules and limits in `shared::slack`).
 
-use adapter::directory;
+use adapter::owner_of;
 use serde_json::Value;
 use shared::model::{ActionRecord, Status};
 use shared::slack;
 use shared::Timestamp;
 
-fn owner(r: &ActionRecord) -> String {
-    directory()
-        .ok()
-        .and_then(|d| d.agent(&r.agent).map(|a| a.owner.clone()))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// `(text, blocks)` of the card that shows `r` now: buttons while pending, else the outcome.
 pub fn card(r: &ActionRecord, now: Timestamp) -> (String, Vec<Value>) {
-    let owner = owner(r);
+    let owner = owner_of(&r.agent);
     if r.effective_status(now) == Status::Pending {
         (slack::fallback_text(r), slack::review_blocks(r, &owner))
     } else {

@@ -1,7 +1,7 @@
 //! Where a request's Slack messages are kept: `slack:msg:<id>` = `[{"channel","ts"}, ...]`.
 
 use serde::{Deserialize, Serialize};
-use shared::store::Kv;
+use shared::store::{self, Kv};
 use shared::Result;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,17 +15,9 @@ fn key(id: &str) -> String {
 }
 
 pub fn load(kv: &impl Kv, id: &str) -> Result<Vec<Message>> {
-    match kv.get(&key(id))? {
-        Some(b) => Ok(serde_json::from_slice(&b).unwrap_or_default()),
-        None => Ok(Vec::new()),
-    }
+    Ok(store::get_json(kv, &key(id))?.unwrap_or_default())
 }
 
-pub fn add(kv: &impl Kv, id: &str, m: Message) -> Result<()> {
-    let mut all = load(kv, id)?;
-    if !all.contains(&m) {
-        all.push(m);
-    }
-    let bytes = serde_json::to_vec(&all).map_err(|e| shared::Error::Store(e.to_string()))?;
-    kv.set(&key(id), &bytes)
+pub fn add(kv: &impl Kv, id: &str, item: Message) -> Result<()> {
+    store::add_to_list(kv, &key(id), item)
 }
