@@ -4,7 +4,7 @@
 CARGO      ?= cargo
 WASM       := wasm32-wasip2
 # Components (wasm32-wasip2): the app's, and the test components the host suite drives.
-COMPONENTS := -p intake -p policy -p decision -p audit -p slack -p probe -p trivial -p bad-import
+COMPONENTS := -p intake -p policy -p decision -p audit -p slack -p teams -p probe -p trivial -p bad-import
 NATIVE     := -p countersign -p countersign-kv -p countersign-shared -p countersign-tests
 BIN        := target/release/countersign
 
