@@ -33,15 +33,8 @@ struct Env {
 
 async fn setup() -> Env {
     let f = Fixture::new(Options::default()).await;
-    require_slack();
-    let path = f.dir.path().join("config/directory.toml");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    for (who, ids) in SLACK_IDS {
-        let from = format!("[[approver]]\nid = \"{who}\"\n");
-        assert!(text.contains(&from), "directory layout changed");
-        text = text.replace(&from, &format!("{from}slack = [{ids}]\n"));
-    }
-    std::fs::write(&path, text).unwrap();
+    require_wasm("slack");
+    f.add_identities("slack", &SLACK_IDS);
     let slack = FakeSlack::start().await;
     let h = f
         .host()
@@ -54,46 +47,12 @@ async fn setup() -> Env {
     Env { f, h, slack }
 }
 
-fn require_slack() {
-    let p = wasm_path("slack");
-    assert!(
-        p.is_file(),
-        "{} missing: cargo build --release --target wasm32-wasip2 -p slack",
-        p.display()
-    );
-}
-
-fn export_body(dataset: &str, callback: Option<String>) -> Value {
-    let mut v = json!({
-        "action": "db.export",
-        "resource": {"type": "Dataset", "id": dataset, "attributes": {"classification": "pii"}},
-        "context": {"env": "prod", "rows": 120000, "note": "é".repeat(4000)},
-        "on_behalf_of": "user:carol",
-        "impact": "Exports 120k customer rows",
-        "justification": "Quarterly report"
-    });
-    if let Some(c) = callback {
-        v["callback_url"] = json!(c);
-    }
-    v
-}
-
 async fn pending(e: &Env, body: &Value) -> String {
-    let r =
-        e.h.post_as("/v1/actions", e.f.token("etl-bot"), body)
-            .await
-            .expect(202);
-    r.json()["id"].as_str().unwrap().to_string()
+    e.f.pending(&e.h, "etl-bot", body).await
 }
 
 async fn status_of(e: &Env, id: &str) -> String {
-    e.h.get_as(&format!("/v1/actions/{id}"), e.f.token("etl-bot"))
-        .await
-        .expect(200)
-        .json()["status"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    e.f.status_of(&e.h, id).await
 }
 
 /// The card posted for `id` (waits for it).
@@ -132,15 +91,7 @@ async fn signed_click(e: &Env, team: &str, user: &str, action: &str, id: &str, n
 }
 
 async fn audit_types(e: &Env) -> Vec<Value> {
-    let r =
-        e.h.get_as("/v1/audit?after=0&limit=500", &e.f.admin_token)
-            .await
-            .expect(200);
-    r.text()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    e.f.audit_records(&e.h).await
 }
 
 fn no_violations(e: &Env) {
@@ -164,17 +115,7 @@ async fn pending_request_posts_one_card_and_a_signed_click_approves() {
     let card = card_for(&e, &id).await;
     assert!(has_buttons(&card.body), "{}", card.body);
     let text = card.body.to_string();
-    for needle in [
-        "etl-bot",
-        "olivia",
-        "db.export",
-        "customers",
-        "classification",
-        "Quarterly",
-        "user:carol",
-        "pii-export",
-        "dba",
-    ] {
+    for needle in EXPORT_SHOWN {
         assert!(text.contains(needle), "card lacks {needle}: {text}");
     }
     assert_eq!(card.body["channel"], CHANNEL);
@@ -313,13 +254,8 @@ async fn decided_through_the_api_updates_the_card_without_buttons() {
     let e = setup().await;
     let id = pending(&e, &export_body("ledger", None)).await;
     let card = card_for(&e, &id).await;
-    e.h.post_as(
-        &format!("/v1/actions/{id}/decision"),
-        e.f.token("bob"),
-        &json!({"decision": "deny", "reason": "not this quarter"}),
-    )
-    .await
-    .expect(200);
+    let deny = json!({"decision": "deny", "reason": "not this quarter"});
+    e.f.decide(&e.h, &id, "bob", &deny).await.expect(200);
     let ts = card_ts(&e, &id);
     let upd = e
         .slack
@@ -363,26 +299,15 @@ async fn rate_limited_post_is_retried_by_the_sweep() {
         .await
         .expect("a 429");
     assert_eq!(status_of(&e, &id).await, "pending");
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let r =
-            e.h.call(Method::POST, "/v1/sweep", Some(&e.f.admin_token), None)
-                .await;
-        assert!(r.status.is_success());
-        if e.slack
-            .calls_to("chat.postMessage")
-            .iter()
-            .any(|c| c.status == 200 && c.body.to_string().contains(&id))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never retried: {:?}",
-            e.slack.calls()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let posted =
+        e.f.sweep_until(&e.h, Duration::from_secs(40), || {
+            e.slack
+                .calls_to("chat.postMessage")
+                .into_iter()
+                .find(|c| c.status == 200 && c.body.to_string().contains(&id))
+        })
+        .await;
+    assert!(posted.is_some(), "never retried: {:?}", e.slack.calls());
     let posts = e.slack.calls_to("chat.postMessage");
     assert_eq!(posts.len(), 2, "one 429, then one post: {posts:?}");
     assert!(
@@ -498,27 +423,15 @@ async fn expired_request_card_loses_its_buttons() {
     card_for(&e, &id).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let ts = card_ts(&e, &id);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let upd = loop {
-        let r =
-            e.h.call(Method::POST, "/v1/sweep", Some(&e.f.admin_token), None)
-                .await;
-        assert!(r.status.is_success());
-        if let Some(c) = e
-            .slack
-            .calls_to("chat.update")
-            .into_iter()
-            .find(|c| c.body["ts"] == ts.as_str() && c.status == 200)
-        {
-            break c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "card never updated: {:?}",
-            e.slack.calls()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let upd =
+        e.f.sweep_until(&e.h, Duration::from_secs(30), || {
+            e.slack
+                .calls_to("chat.update")
+                .into_iter()
+                .find(|c| c.body["ts"] == ts.as_str() && c.status == 200)
+        })
+        .await
+        .unwrap_or_else(|| panic!("card never updated: {:?}", e.slack.calls()));
     assert!(!has_buttons(&upd.body), "{}", upd.body);
     assert!(upd.body.to_string().contains("Expired"), "{}", upd.body);
     assert_eq!(status_of(&e, &id).await, "expired");

@@ -118,17 +118,22 @@ fn random_token(prefix: &str) -> String {
 /// Checks that the app's components were built.
 pub fn require_components() {
     for c in COMPONENTS {
-        let p = wasm_path(c);
-        assert!(
-            p.is_file(),
-            "{} missing: run `make build` (cargo build --release --target wasm32-wasip2 -p intake -p policy -p decision -p audit)",
-            p.display()
-        );
+        require_wasm(c);
     }
 }
 
 pub fn wasm_path(component: &str) -> PathBuf {
     workspace_root().join(format!("target/wasm32-wasip2/release/{component}.wasm"))
+}
+
+/// Checks that an optional component (a channel) was built.
+pub fn require_wasm(component: &str) {
+    let p = wasm_path(component);
+    assert!(
+        p.is_file(),
+        "{} missing: run `make build` (cargo build --release --target wasm32-wasip2 -p {component})",
+        p.display()
+    );
 }
 
 /// The real spin.toml with every component `source` made absolute, so the manifest can live
@@ -190,6 +195,37 @@ fn directory_toml(tokens: &BTreeMap<String, String>, callback_port: u16, crowd: 
         crowd_list.join(", ")
     ));
     s
+}
+
+/// What a review card of [`export_body`] (dataset `customers`) shows: agent, owner, action,
+/// resource and its attributes, justification, on whose behalf, policy, group.
+pub const EXPORT_SHOWN: [&str; 9] = [
+    "etl-bot",
+    "olivia",
+    "db.export",
+    "customers",
+    "classification",
+    "Quarterly report",
+    "user:carol",
+    "pii-export",
+    "dba",
+];
+
+/// A `db.export` of `dataset` for review by a DBA, on behalf of carol, with a large context
+/// (cards must stay within the chat platforms' limits).
+pub fn export_body(dataset: &str, callback: Option<String>) -> Value {
+    let mut v = serde_json::json!({
+        "action": "db.export",
+        "resource": {"type": "Dataset", "id": dataset, "attributes": {"classification": "pii"}},
+        "context": {"env": "prod", "rows": 120000, "note": "é".repeat(4000)},
+        "on_behalf_of": "user:carol",
+        "impact": "Exports 120k customer rows",
+        "justification": "Quarterly report"
+    });
+    if let Some(c) = callback {
+        v["callback_url"] = serde_json::json!(c);
+    }
+    v
 }
 
 /// Empties Redis database `db` (RESP over a plain socket: no client library needed).
@@ -280,6 +316,78 @@ impl Fixture {
     /// prints it.
     pub fn webhook_secret(&self, id: &str) -> String {
         shared::webhook::webhook_secret(&self.webhook_key, id)
+    }
+
+    /// Gives approvers identities in a channel (`slack`, `teams`): `ids` pairs an approver id
+    /// with the items of its TOML array, e.g. `("bob", "\"T1/UBOB\"")`.
+    pub fn add_identities<S: AsRef<str>>(&self, channel: &str, ids: &[(&str, S)]) {
+        let path = self.dir.path().join("config/directory.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        for (who, items) in ids {
+            let from = format!("[[approver]]\nid = \"{who}\"\n");
+            assert!(text.contains(&from), "directory layout changed");
+            text = text.replace(&from, &format!("{from}{channel} = [{}]\n", items.as_ref()));
+        }
+        std::fs::write(&path, text).unwrap();
+    }
+
+    /// Submits `body` as `agent`, expecting it to wait for review; returns its id.
+    pub async fn pending(&self, h: &Host, agent: &str, body: &Value) -> String {
+        let r = h
+            .post_as("/v1/actions", self.token(agent), body)
+            .await
+            .expect(202);
+        r.json()["id"].as_str().unwrap().to_string()
+    }
+
+    /// The status of request `id` of `etl-bot`.
+    pub async fn status_of(&self, h: &Host, id: &str) -> String {
+        let r = h
+            .get_as(&format!("/v1/actions/{id}"), self.token("etl-bot"))
+            .await;
+        r.expect(200).json()["status"].as_str().unwrap().to_string()
+    }
+
+    /// `who` votes on request `id` through the API (`body`: decision and reason).
+    pub async fn decide(&self, h: &Host, id: &str, who: &str, body: &Value) -> Resp {
+        h.post_as(&format!("/v1/actions/{id}/decision"), self.token(who), body)
+            .await
+    }
+
+    /// Runs the sweep (as a scheduler would) every 500 ms until `probe` finds something, for at
+    /// most `timeout`.
+    pub async fn sweep_until<T>(
+        &self,
+        h: &Host,
+        timeout: Duration,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let r = h
+                .call(Method::POST, "/v1/sweep", Some(&self.admin_token), None)
+                .await;
+            assert!(r.status.is_success(), "sweep: {}", r.text());
+            if let Some(v) = probe() {
+                return Some(v);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The audit trail's records, parsed.
+    pub async fn audit_records(&self, h: &Host) -> Vec<Value> {
+        let r = h
+            .get_as("/v1/audit?after=0&limit=500", &self.admin_token)
+            .await;
+        let text = r.expect(200).text();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// A host builder for this deployment (variables set, stand-ins allowed).

@@ -164,16 +164,7 @@ impl Log {
 
     /// Waits up to `timeout` for a line matching `pred` (log lines may trail the response).
     pub async fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
-                return Some(l);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        poll_until(timeout, || self.lines().into_iter().find(|l| pred(l))).await
     }
 }
 
@@ -564,47 +555,26 @@ impl StandIn {
         let received = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(std::sync::atomic::AtomicU16::new(status));
         let (seen, got, answer) = (hits.clone(), received.clone(), status.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    break;
-                };
-                let (seen, got, answer) = (seen.clone(), got.clone(), answer.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                        let (seen, got, answer) = (seen.clone(), got.clone(), answer.clone());
-                        async move {
-                            let line = format!("{} {}", req.method(), req.uri());
-                            let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            got.lock().unwrap().push(Received {
-                                method: parts.method,
-                                uri: parts
-                                    .uri
-                                    .path_and_query()
-                                    .map(|p| p.to_string())
-                                    .unwrap_or_default(),
-                                headers: parts.headers,
-                                body,
-                            });
-                            seen.lock().unwrap().push(line);
-                            let mut resp = hyper::Response::new(Full::new(Bytes::from_static(
-                                reply.as_bytes(),
-                            )));
-                            *resp.status_mut() =
-                                StatusCode::from_u16(answer.load(Ordering::SeqCst))
-                                    .unwrap_or(StatusCode::OK);
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
+        let task = serve_http(listener, move |parts, body| {
+            let (seen, got, answer) = (seen.clone(), got.clone(), answer.clone());
+            async move {
+                let line = format!("{} {}", parts.method, parts.uri);
+                got.lock().unwrap().push(Received {
+                    method: parts.method,
+                    uri: parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    headers: parts.headers,
+                    body,
                 });
+                seen.lock().unwrap().push(line);
+                let mut resp =
+                    hyper::Response::new(Full::new(Bytes::from_static(reply.as_bytes())));
+                *resp.status_mut() =
+                    StatusCode::from_u16(answer.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
+                resp
             }
         });
         StandIn {
@@ -640,16 +610,7 @@ impl StandIn {
         timeout: Duration,
         pred: impl Fn(&Received) -> bool,
     ) -> Option<Received> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(r) = self.received().into_iter().find(|r| pred(r)) {
-                return Some(r);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        poll_until(timeout, || self.received().into_iter().find(|r| pred(r))).await
     }
 }
 
@@ -684,4 +645,55 @@ pub async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>)
     })
     .await;
     out.into_iter().map(Option::unwrap).collect()
+}
+
+/// Checks `probe` every 25 ms until it finds something or `timeout` has passed.
+pub async fn poll_until<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` (a task per connection) until the returned task is aborted;
+/// `handle` gets the head and the whole body of each request. For stand-ins of outside APIs.
+pub fn serve_http<F, Fut>(
+    listener: tokio::net::TcpListener,
+    handle: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(hyper::http::request::Parts, Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = hyper::Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                break;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    let handle = handle.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(handle(parts, body).await)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
 }

@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::Full;
 use serde_json::{json, Value};
 
 pub const BOT_TOKEN: &str = "xoxb-test-token";
@@ -83,22 +82,9 @@ impl FakeSlack {
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State::default());
         let st = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    break;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                        let st = st.clone();
-                        async move { Ok::<_, std::convert::Infallible>(serve(&st, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
+        let task = super::serve_http(listener, move |req, raw| {
+            let st = st.clone();
+            async move { serve(&st, req, raw).await }
         });
         FakeSlack { port, state, task }
     }
@@ -140,16 +126,7 @@ impl FakeSlack {
 
     /// Waits until some call satisfies `pred`.
     pub async fn wait_for(&self, timeout: Duration, pred: impl Fn(&Call) -> bool) -> Option<Call> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(c) = self.calls().into_iter().find(|c| pred(c)) {
-                return Some(c);
-            }
-            if std::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        super::poll_until(timeout, || self.calls().into_iter().find(|c| pred(c))).await
     }
 }
 
@@ -169,25 +146,23 @@ fn reply(status: u16, body: Value, retry_after: Option<&str>) -> hyper::Response
     b.body(Full::new(Bytes::from(body.to_string()))).unwrap()
 }
 
-async fn serve(st: &State, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
-    let path = req.uri().path().to_string();
+async fn serve(
+    st: &State,
+    req: hyper::http::request::Parts,
+    raw: Bytes,
+) -> hyper::Response<Full<Bytes>> {
+    let path = req.uri.path().to_string();
     let auth = req
-        .headers()
+        .headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let ct = req
-        .headers()
+        .headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let raw = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
     let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     let record = |violation: Option<String>, status: u16| {
         st.calls.lock().unwrap().push(Call {
