@@ -6,16 +6,23 @@
 //! `prev` = the previous record's `hash` (64 zeros for seq 1); `sig` = base64url Ed25519
 //! signature over the 32 bytes of `hash`.
 //!
-//! Appending under concurrency (several component instances, several hosts): a sequence
-//! number is claimed with `increment(ctr:audit)`; the appender waits for record `seq − 1` to
-//! appear (its `hash` is our `prev`), seals its record and writes it only after winning
-//! `claim:audit:<seq>`. If `seq − 1` stays claimed-but-unwritten past the gap timeout (its
-//! appender died), the waiter writes an `audit.gap` record there (claiming it the same way),
-//! so the chain stays linear and never stalls; an appender that loses its own slot to a gap
-//! filler retries with a new number. Readers return the contiguous prefix only, so an export
-//! never shows a hole.
+//! Appending under concurrency (several component instances, several hosts) never waits for
+//! another appender: a call claims a run of sequence numbers with one `increment(ctr:audit, n)`,
+//! claims each number's entry slot (`claim:audit:entry:<seq>`) and writes its events as entries
+//! (`audit:entry:<seq>`, one batch write). It then seals: from the first unsealed number, while
+//! that number's entry is there, it wins `claim:audit:<seq>`, writes the signed record
+//! `audit:<seq>` (its `prev` is the record before) and moves on. A sealer that loses a claim
+//! stops: the winner carries on after writing, and sees every entry written before it looked,
+//! so no entry is left behind by a race. An entry is durable once written; the record follows
+//! at once in the common case.
+//!
+//! Repairs ([`AuditLog::recover`], run by the sweep): when the first unsealed number stays
+//! stuck past the gap timeout, either its appender died between claiming the number and
+//! writing the entry (the number gets an `audit.gap` record) or its sealer died (the entry is
+//! sealed again: sealing is deterministic, so a late original writes the same bytes). Readers
+//! return the contiguous sealed prefix only, so an export never shows a hole.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -214,23 +221,45 @@ impl Head {
     }
 }
 
+/// An appended event waiting to be sealed: `audit:entry:<seq>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Entry {
+    ts: Timestamp,
+    #[serde(flatten)]
+    event: AuditEvent,
+}
+
+/// `audit:sealed`: a hint of the last sealed number (it may lag or even step back when two
+/// sealers write it out of order; readers scan forward from it).
+const SEALED_KEY: &str = "audit:sealed";
+/// `audit:stall` = `<seq>@<unix>`: since when the first unsealed number has been stuck (what
+/// [`AuditLog::recover`] measures the gap timeout against).
+const STALL_KEY: &str = "audit:stall";
+
+pub fn entry_key(seq: u64) -> String {
+    format!("audit:entry:{seq}")
+}
+
+fn entry_claim_key(seq: u64) -> String {
+    format!("claim:audit:entry:{seq}")
+}
+
 /// The trail over a [`Kv`].
 pub struct AuditLog<K: Kv> {
     kv: K,
     gap_timeout: Duration,
-    poll_every: Duration,
 }
 
 impl<K: Kv> AuditLog<K> {
     pub fn new(kv: K) -> AuditLog<K> {
         AuditLog {
             kv,
-            gap_timeout: Duration::from_secs(3),
-            poll_every: Duration::from_millis(2),
+            gap_timeout: Duration::from_secs(10),
         }
     }
 
-    /// How long an appender waits for its predecessor before filling the gap (default 3 s).
+    /// How long the first unsealed number may stay stuck (its appender or sealer died) before
+    /// [`AuditLog::recover`] repairs it (default 10 s).
     pub fn with_gap_timeout(mut self, t: Duration) -> AuditLog<K> {
         self.gap_timeout = t;
         self
@@ -246,106 +275,200 @@ impl<K: Kv> AuditLog<K> {
         }
     }
 
-    fn claim(&self, seq: u64) -> Result<bool> {
-        Ok(self.kv.increment(&claim_key(seq), 1)? == 1)
+    fn claim(&self, key: &str) -> Result<bool> {
+        Ok(self.kv.increment(key, 1)? == 1)
     }
 
-    /// Appends `event`, sealed at `now` with `key`; returns the record as written.
-    pub fn append(
+    /// Appends `event` at `now`; returns its sequence number.
+    pub fn append(&self, event: &AuditEvent, now: Timestamp, key: &SigningKey) -> Result<u64> {
+        Ok(self.append_all(std::slice::from_ref(event), now, key)?[0])
+    }
+
+    /// Appends `events` in order at `now` with one sequence-number claim, and seals what it can;
+    /// returns their sequence numbers. Once this returns the events are durable and will be
+    /// sealed in this order (by this call, a concurrent one, or [`AuditLog::recover`]).
+    pub fn append_all(
         &self,
-        event: &AuditEvent,
+        events: &[AuditEvent],
         now: Timestamp,
         key: &SigningKey,
-    ) -> Result<AuditRecord> {
-        event.validate()?;
+    ) -> Result<Vec<u64>> {
+        for e in events {
+            e.validate()?;
+        }
+        let mut seqs = Vec::with_capacity(events.len());
+        let mut todo: Vec<&AuditEvent> = events.iter().collect();
         for _ in 0..8 {
-            let seq = self.kv.increment(SEQ_KEY, 1)?;
-            let seq =
-                u64::try_from(seq).map_err(|_| Error::Store("audit counter is negative".into()))?;
-            let prev = self.hash_at(seq - 1, now, key)?;
-            let rec = seal(event, seq, now, &prev, key)?;
-            if self.claim(seq)? {
-                self.write(seq, &rec)?;
-                return Ok(rec);
-            }
-            // A gap filler took our number (we were too slow): take another.
-        }
-        Err(Error::Store("could not append to the audit trail".into()))
-    }
-
-    /// The hash of record `seq`, waiting for it while it is claimed but unwritten, and filling
-    /// it with an `audit.gap` record once the gap timeout has passed.
-    fn hash_at(&self, seq: u64, now: Timestamp, key: &SigningKey) -> Result<String> {
-        if seq == 0 {
-            return Ok(GENESIS.to_string());
-        }
-        let deadline = Instant::now() + self.gap_timeout;
-        loop {
-            if let Some(r) = self.get(seq)? {
-                return Ok(r.hash);
-            }
-            if Instant::now() >= deadline {
+            if todo.is_empty() {
                 break;
             }
-            std::thread::sleep(self.poll_every);
+            let n = todo.len() as i64;
+            let last = self.kv.increment(SEQ_KEY, n)?;
+            let first = u64::try_from(last - n + 1)
+                .map_err(|_| Error::Store("audit counter is negative".into()))?;
+            let mut items = Vec::with_capacity(todo.len());
+            let mut lost = Vec::new();
+            for (i, e) in todo.iter().enumerate() {
+                let seq = first + i as u64;
+                // Lost only to a gap filler (we stalled past the gap timeout): renumber it.
+                if !self.claim(&entry_claim_key(seq))? {
+                    lost.push(*e);
+                    continue;
+                }
+                let entry = Entry {
+                    ts: now,
+                    event: (*e).clone(),
+                };
+                let bytes = serde_json::to_vec(&entry).map_err(|e| Error::Store(e.to_string()))?;
+                items.push((entry_key(seq), bytes));
+                seqs.push(seq);
+            }
+            self.kv.set_many(&items)?;
+            todo = lost;
         }
-        let prev = self.hash_at(seq - 1, now, key)?;
-        let gap = AuditEvent::new(
-            GAP_TYPE,
-            None,
-            "countersign",
-            serde_json::json!({"reason": "sequence number claimed but not written in time"}),
-        );
-        let filler = seal(&gap, seq, now, &prev, key)?;
-        if self.claim(seq)? {
-            self.write(seq, &filler)?;
-            return Ok(filler.hash);
+        if !todo.is_empty() {
+            return Err(Error::Store("could not append to the audit trail".into()));
         }
-        // Its owner (or another filler) won the claim: it writes right after.
-        if let Some(hash) = self.wait_written(seq)? {
-            return Ok(hash);
+        // Sealing is shared work: a failure here leaves it to the next appender or the sweep.
+        if let Err(e) = self.advance(key) {
+            eprintln!("countersign: audit sealing deferred: {e}");
         }
-        // The winner never wrote (its store write failed and it gave up): one refiller
-        // takes over, so a failed write cannot stall the chain for good.
-        if self
+        Ok(seqs)
+    }
+
+    /// The first unsealed number and the hash before it.
+    fn frontier(&self) -> Result<(u64, String)> {
+        let hint = self
             .kv
-            .increment(&format!("{}:refill", claim_key(seq)), 1)?
-            == 1
-        {
-            self.write(seq, &filler)?;
-            return Ok(filler.hash);
-        }
-        self.wait_written(seq)?.ok_or_else(|| {
-            Error::Store(format!(
-                "audit record {seq} is claimed but was never written"
-            ))
-        })
-    }
-
-    fn wait_written(&self, seq: u64) -> Result<Option<String>> {
-        let deadline = Instant::now() + self.gap_timeout;
+            .get(SEALED_KEY)?
+            .and_then(|b| String::from_utf8(b).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        let (mut seq, mut prev) = match hint {
+            0 => (0, GENESIS.to_string()),
+            h => match self.get(h)? {
+                Some(r) => (h, r.hash),
+                // A hint without its record (damaged store): scan from the start.
+                None => (0, GENESIS.to_string()),
+            },
+        };
         loop {
-            if let Some(r) = self.get(seq)? {
-                return Ok(Some(r.hash));
+            let ks: Vec<String> = (seq + 1..=seq + 32).map(record_key).collect();
+            for v in self.kv.get_many(&ks)? {
+                let Some(b) = v else {
+                    return Ok((seq + 1, prev));
+                };
+                let r: AuditRecord = serde_json::from_slice(&b).map_err(|e| {
+                    Error::Store(format!("audit record {} unreadable: {e}", seq + 1))
+                })?;
+                prev = r.hash;
+                seq += 1;
             }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            std::thread::sleep(self.poll_every);
         }
     }
 
-    /// Writes a record whose number this caller has claimed, retrying transient failures.
-    fn write(&self, seq: u64, rec: &AuditRecord) -> Result<()> {
-        let line = rec.to_line();
-        let mut last = None;
-        for _ in 0..3 {
-            match self.kv.set(&record_key(seq), line.as_bytes()) {
-                Ok(()) => return Ok(()),
-                Err(e) => last = Some(e),
+    /// Seals entries in order from the first unsealed number while they are present and
+    /// unclaimed by another sealer (who then carries on); returns the first unsealed number.
+    /// Records are written in one batch per run; after writing, the next entry is looked at
+    /// again, so an entry written while this sealer worked is never left behind.
+    pub fn advance(&self, key: &SigningKey) -> Result<u64> {
+        let (mut seq, mut prev) = self.frontier()?;
+        loop {
+            let ks: Vec<String> = (seq..seq + 16).map(entry_key).collect();
+            let values = self.kv.get_many(&ks)?;
+            let mut records = Vec::new();
+            let mut sealed = Vec::new();
+            let mut lost_claim = false;
+            for (k, v) in ks.into_iter().zip(values) {
+                let Some(bytes) = v else { break };
+                if !self.claim(&claim_key(seq))? {
+                    lost_claim = true;
+                    break;
+                }
+                let entry: Entry = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Store(format!("audit entry {seq} unreadable: {e}")))?;
+                let rec = seal(&entry.event, seq, entry.ts, &prev, key)?;
+                prev = rec.hash.clone();
+                records.push((record_key(seq), rec.to_line().into_bytes()));
+                sealed.push(k);
+                seq += 1;
+            }
+            if records.is_empty() {
+                return Ok(seq);
+            }
+            self.kv.set_many(&records)?;
+            self.kv.set(SEALED_KEY, (seq - 1).to_string().as_bytes())?;
+            self.kv.delete_many(&sealed)?;
+            if lost_claim {
+                return Ok(seq);
             }
         }
-        Err(last.unwrap_or_else(|| Error::Store("audit write failed".into())))
+    }
+
+    fn entry(&self, seq: u64) -> Result<Option<Entry>> {
+        match self.kv.get(&entry_key(seq))? {
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::Store(format!("audit entry {seq} unreadable: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes record `seq` of `entry` after `prev` (a repair). Deterministic (Ed25519
+    /// signatures are), so a late original sealer writes the same bytes.
+    fn seal_entry(&self, seq: u64, entry: &Entry, prev: &str, key: &SigningKey) -> Result<()> {
+        let rec = seal(&entry.event, seq, entry.ts, prev, key)?;
+        self.kv.set(&record_key(seq), rec.to_line().as_bytes())?;
+        self.kv.set(SEALED_KEY, seq.to_string().as_bytes())?;
+        self.kv.delete(&entry_key(seq))
+    }
+
+    /// Repairs a chain stuck at its first unsealed number for longer than the gap timeout (the
+    /// sweep calls this): a number claimed but never written gets an `audit.gap` record, an
+    /// entry whose sealer died is sealed. Then seals what follows. Returns the first unsealed
+    /// number.
+    pub fn recover(&self, now: Timestamp, key: &SigningKey) -> Result<u64> {
+        let seq = self.advance(key)?;
+        let counter = u64::try_from(self.kv.increment(SEQ_KEY, 0)?).unwrap_or(0);
+        if seq > counter {
+            return Ok(seq);
+        }
+        let stalled_since = self.kv.get(STALL_KEY)?.and_then(|b| {
+            let text = String::from_utf8(b).ok()?;
+            let (s, at) = text.split_once('@')?;
+            (s.parse::<u64>().ok()? == seq).then(|| at.parse::<i64>().ok())?
+        });
+        let Some(since) = stalled_since else {
+            self.kv
+                .set(STALL_KEY, format!("{seq}@{}", now.unix()).as_bytes())?;
+            return Ok(seq);
+        };
+        if now.unix() - since < self.gap_timeout.as_secs() as i64 {
+            return Ok(seq);
+        }
+        let (_, prev) = self.frontier()?;
+        let entry = match self.entry(seq)? {
+            Some(e) => e,
+            None => {
+                let gap = Entry {
+                    ts: now,
+                    event: AuditEvent::new(
+                        GAP_TYPE,
+                        None,
+                        "countersign",
+                        serde_json::json!({"reason": "sequence number claimed but not written in time"}),
+                    ),
+                };
+                // The appender claimed its entry but died before writing it: one refiller.
+                let mine = self.claim(&entry_claim_key(seq))?
+                    || self.claim(&format!("{}:refill", entry_claim_key(seq)))?;
+                if !mine {
+                    return Ok(seq);
+                }
+                gap
+            }
+        };
+        self.seal_entry(seq, &entry, &prev, key)?;
+        self.advance(key)
     }
 
     /// Records after `after`, at most `limit`, stopping at the first one not written yet.
@@ -370,18 +493,12 @@ impl<K: Kv> AuditLog<K> {
         Ok(out)
     }
 
-    /// The last written record (skipping numbers claimed but not yet written at the top).
+    /// The last sealed record.
     pub fn last(&self) -> Result<Option<AuditRecord>> {
-        let mut seq = u64::try_from(self.kv.increment(SEQ_KEY, 0)?).unwrap_or(0);
-        let mut steps = 0;
-        while seq > 0 && steps < 1000 {
-            if let Some(r) = self.get(seq)? {
-                return Ok(Some(r));
-            }
-            seq -= 1;
-            steps += 1;
+        match self.frontier()?.0 {
+            1 => Ok(None),
+            next => self.get(next - 1),
         }
-        Ok(None)
     }
 
     /// `GET /v1/audit/head`: the last record's seq and hash, signed (seq 0 and [`GENESIS`]
@@ -878,7 +995,8 @@ mod tests {
         let k = key();
         let h0 = log.head(Timestamp(1), &k).unwrap();
         assert_eq!((h0.seq, h0.hash.as_str()), (0, GENESIS));
-        let r = log.append(&ev(1), Timestamp(2), &k).unwrap();
+        assert_eq!(log.append(&ev(1), Timestamp(2), &k).unwrap(), 1);
+        let r = log.last().unwrap().unwrap();
         let h = log.head(Timestamp(3), &k).unwrap();
         assert_eq!((h.seq, &h.hash), (1, &r.hash));
         h.verify(&KeySet::from(&k)).unwrap();
@@ -918,49 +1036,114 @@ mod tests {
         assert_eq!(log.read(195, 10).unwrap().len(), 5);
     }
 
+    fn types(log: &AuditLog<&MemoryKv>) -> Vec<String> {
+        log.read(0, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.type_.clone())
+            .collect()
+    }
+
+    fn verifies(log: &AuditLog<&MemoryKv>, k: &SigningKey) {
+        let text: Vec<String> = log
+            .read(0, 100)
+            .unwrap()
+            .iter()
+            .map(AuditRecord::to_line)
+            .collect();
+        let r = check(&text, &KeySet::from(k));
+        assert!(r.ok(), "{:?}", r.broken);
+    }
+
+    /// Runs the sweep's repair at `t0` (noticing the stall), just before and at the timeout.
+    fn recover_after_timeout(log: &AuditLog<&MemoryKv>, k: &SigningKey, t0: i64) -> u64 {
+        log.recover(Timestamp(t0), k).unwrap();
+        log.recover(Timestamp(t0 + 4), k).unwrap();
+        log.recover(Timestamp(t0 + 5), k).unwrap()
+    }
+
     #[test]
     fn a_dead_appender_leaves_a_gap_record_not_a_stall() {
         let kv = MemoryKv::new();
         let k = key();
-        let log = AuditLog::new(&kv).with_gap_timeout(Duration::from_millis(20));
+        let log = AuditLog::new(&kv).with_gap_timeout(Duration::from_secs(5));
         log.append(&ev(1), Timestamp(10), &k).unwrap();
         // Someone claims seq 2 and dies before writing.
         assert_eq!(kv.increment(SEQ_KEY, 1).unwrap(), 2);
-        // Readers see only the contiguous prefix meanwhile.
-        assert_eq!(log.read(0, 10).unwrap().len(), 1);
+        // A later append is durable but waits (unsealed) behind the hole; readers see only
+        // the contiguous prefix meanwhile.
+        assert_eq!(log.append(&ev(3), Timestamp(11), &k).unwrap(), 3);
+        assert_eq!(types(&log).len(), 1);
         assert_eq!(log.last().unwrap().unwrap().seq, 1);
-        let r3 = log.append(&ev(3), Timestamp(11), &k).unwrap();
-        assert_eq!(r3.seq, 3);
-        let recs = log.read(0, 10).unwrap();
+        // The sweep repairs the hole once it has been stuck for the gap timeout.
+        log.recover(Timestamp(20), &k).unwrap();
+        assert_eq!(log.recover(Timestamp(24), &k).unwrap(), 2);
+        assert_eq!(log.recover(Timestamp(25), &k).unwrap(), 4);
         assert_eq!(
-            recs.iter().map(|r| r.type_.as_str()).collect::<Vec<_>>(),
+            types(&log),
             ["action.requested", GAP_TYPE, "action.requested"]
         );
-        let text: Vec<String> = recs.iter().map(AuditRecord::to_line).collect();
-        assert!(check(&text, &KeySet::from(&k)).ok());
-        // The dead appender, if it wakes up, cannot overwrite the filled slot.
-        assert!(kv.increment(&claim_key(2), 1).unwrap() > 1);
+        verifies(&log, &k);
+        // The dead appender, if it wakes up, cannot claim the filled slot.
+        assert!(kv.increment(&entry_claim_key(2), 1).unwrap() > 1);
     }
 
     #[test]
     fn a_claimed_but_never_written_slot_is_refilled() {
         let kv = MemoryKv::new();
         let k = key();
-        let log = AuditLog::new(&kv).with_gap_timeout(Duration::from_millis(10));
+        let log = AuditLog::new(&kv).with_gap_timeout(Duration::from_secs(5));
         log.append(&ev(1), Timestamp(10), &k).unwrap();
-        // seq 2 claimed and its write claim won, but the write never happened.
+        // seq 2 claimed and its entry slot won, but the entry never written.
         assert_eq!(kv.increment(SEQ_KEY, 1).unwrap(), 2);
+        assert_eq!(kv.increment(&entry_claim_key(2), 1).unwrap(), 1);
+        log.append(&ev(3), Timestamp(11), &k).unwrap();
+        assert_eq!(recover_after_timeout(&log, &k, 20), 4);
+        assert_eq!(types(&log).len(), 3);
+        verifies(&log, &k);
+    }
+
+    #[test]
+    fn a_dead_sealer_is_replaced() {
+        let kv = MemoryKv::new();
+        let k = key();
+        let log = AuditLog::new(&kv).with_gap_timeout(Duration::from_secs(5));
+        log.append(&ev(1), Timestamp(10), &k).unwrap();
+        // The sealer of 2 claimed it and died; 3 is appended behind it.
         assert_eq!(kv.increment(&claim_key(2), 1).unwrap(), 1);
-        let r = log.append(&ev(3), Timestamp(11), &k).unwrap();
-        assert_eq!(r.seq, 3);
-        let text: Vec<String> = log
+        log.append_all(&[ev(2), ev(3)], Timestamp(11), &k).unwrap();
+        assert_eq!(types(&log).len(), 1);
+        assert_eq!(recover_after_timeout(&log, &k, 20), 4);
+        assert_eq!(types(&log), ["action.requested"; 3]);
+        verifies(&log, &k);
+        // Nothing stuck: recover changes nothing.
+        assert_eq!(log.recover(Timestamp(100), &k).unwrap(), 4);
+    }
+
+    #[test]
+    fn batches_keep_their_order() {
+        let kv = MemoryKv::new();
+        let k = key();
+        let log = AuditLog::new(&kv);
+        assert_eq!(
+            log.append_all(&[ev(1), ev(2), ev(3)], Timestamp(5), &k)
+                .unwrap(),
+            [1, 2, 3]
+        );
+        assert_eq!(log.append(&ev(4), Timestamp(6), &k).unwrap(), 4);
+        let ids: Vec<_> = log
             .read(0, 10)
             .unwrap()
-            .iter()
-            .map(AuditRecord::to_line)
+            .into_iter()
+            .map(|r| r.request_id)
             .collect();
-        assert_eq!(text.len(), 3);
-        assert!(check(&text, &KeySet::from(&k)).ok());
+        assert_eq!(
+            ids,
+            ["req_1", "req_2", "req_3", "req_4"].map(|s| Some(s.to_string()))
+        );
+        verifies(&log, &k);
+        // Entries are gone once sealed.
+        assert!(kv.get(&entry_key(2)).unwrap().is_none());
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub trait Kv {
     /// Values of `keys`, in order (`None` for absent keys).
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>>;
     fn set_many(&self, items: &[(String, Vec<u8>)]) -> Result<()>;
+    /// Deletes `keys` (one batch where the store has one).
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        keys.iter().try_for_each(|k| self.delete(k))
+    }
 }
 
 impl<T: Kv + ?Sized> Kv for &T {
@@ -81,6 +85,9 @@ impl<T: Kv + ?Sized> Kv for &T {
     fn set_many(&self, items: &[(String, Vec<u8>)]) -> Result<()> {
         (**self).set_many(items)
     }
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        (**self).delete_many(keys)
+    }
 }
 
 impl<T: Kv + ?Sized> Kv for std::sync::Arc<T> {
@@ -101,6 +108,9 @@ impl<T: Kv + ?Sized> Kv for std::sync::Arc<T> {
     }
     fn set_many(&self, items: &[(String, Vec<u8>)]) -> Result<()> {
         (**self).set_many(items)
+    }
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        (**self).delete_many(keys)
     }
 }
 

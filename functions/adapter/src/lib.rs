@@ -78,6 +78,10 @@ impl Kv for SpinKv {
     fn set_many(&self, items: &[(String, Vec<u8>)]) -> Result<()> {
         batch::set_many(&self.bucket, items).map_err(kv_error)
     }
+
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        batch::delete_many(&self.bucket, keys).map_err(kv_error)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,13 +323,18 @@ pub async fn call_internal<T: Serialize + ?Sized>(
 
 /// Appends an event to the audit trail through the audit component, its only writer.
 pub async fn audit(event: &AuditEvent) -> Result<()> {
-    let (status, body) = call_internal("audit", "/internal/append", event).await?;
+    audit_all(std::slice::from_ref(event)).await
+}
+
+/// Appends events in order, with one call (the audit component numbers them consecutively).
+pub async fn audit_all(events: &[AuditEvent]) -> Result<()> {
+    let (status, answer) = call_internal("audit", "/internal/append", events).await?;
     if status == 200 || status == 201 {
         Ok(())
     } else {
         Err(Error::Store(format!(
             "audit append answered {status}: {}",
-            String::from_utf8_lossy(&body)
+            String::from_utf8_lossy(&answer)
         )))
     }
 }

@@ -1,9 +1,12 @@
 //! The audit component: the only writer of the signed, hash-chained trail.
 //!
-//! - `POST /internal/append` (service chaining only): body = `shared::audit::AuditEvent`;
-//!   answers 201 with the record as written. The chain stays linear under concurrent appends
-//!   (several instances, several hosts): `shared::audit::AuditLog` claims each sequence number
-//!   with `atomics::increment`.
+//! - `POST /internal/append` (service chaining only): body = one `shared::audit::AuditEvent`
+//!   or an array of up to [`MAX_BATCH`] (appended in order, with consecutive numbers); answers
+//!   201 `{"seqs": [...]}` once they are durable. The chain stays linear under concurrent
+//!   appends (several instances, several hosts) without appenders waiting for each other:
+//!   `shared::audit::AuditLog` claims numbers with `atomics::increment` and seals in order.
+//! - `POST /internal/recover` (service chaining only, the sweep): repairs a chain stuck behind
+//!   a dead appender or sealer (`AuditLog::recover`); answers 200 `{"unsealed_from": n}`.
 //! - `GET /v1/audit?after=<seq>&limit=<n>` (admin token): `application/x-ndjson`, one record a
 //!   line, in sequence order, the contiguous prefix after `after` (default 0); `limit` 1 to
 //!   [`MAX_LIMIT`], default [`DEFAULT_LIMIT`]. Page on with `after` = the last line's `seq`
@@ -25,6 +28,9 @@ pub const DEFAULT_LIMIT: u64 = 1000;
 /// The largest `limit` accepted (larger is a 422).
 pub const MAX_LIMIT: u64 = 10_000;
 
+/// The most events one append carries.
+pub const MAX_BATCH: usize = 32;
+
 const NDJSON: &str = "application/x-ndjson";
 
 #[http_component]
@@ -33,12 +39,13 @@ async fn handle(req: Request) -> Response {
     let path = if path.is_empty() { "/" } else { &path };
     let method = req.method().clone();
     match path {
-        "/internal/append" => {
+        "/internal/append" | "/internal/recover" => {
             if !adapter::is_internal(&req) {
                 return adapter::not_found();
             }
             match method {
-                Method::Post => answer(append(&req)),
+                Method::Post if path == "/internal/append" => answer(append(&req)),
+                Method::Post => answer(recover()),
                 _ => with_allow(adapter::method_not_allowed(), "POST"),
             }
         }
@@ -67,6 +74,16 @@ fn log() -> Result<AuditLog<SpinKv>> {
     Ok(AuditLog::new(SpinKv::open()?))
 }
 
+/// The trail with whatever is appended but not yet sealed sealed first (best effort: readers
+/// see the sealed prefix either way).
+fn sealed_log() -> Result<AuditLog<SpinKv>> {
+    let log = log()?;
+    if let Err(e) = adapter::signing_key().and_then(|key| log.advance(&key)) {
+        eprintln!("countersign: audit sealing deferred: {e}");
+    }
+    Ok(log)
+}
+
 /// `POST /internal/append`.
 fn append(req: &Request) -> Result<Response> {
     let body = req.body();
@@ -77,14 +94,35 @@ fn append(req: &Request) -> Result<Response> {
             &format!("the body exceeds {} bytes", adapter::MAX_BODY),
         ));
     }
-    let event = parse_event(body)?;
+    let events = match serde_json::from_slice(body)? {
+        serde_json::Value::Array(items) if (1..=MAX_BATCH).contains(&items.len()) => items
+            .into_iter()
+            .map(parse_event)
+            .collect::<Result<Vec<_>>>()?,
+        serde_json::Value::Array(_) => {
+            return Err(Error::invalid(
+                "body",
+                format!("must hold 1 to {MAX_BATCH} events"),
+            ))
+        }
+        value => vec![parse_event(value)?],
+    };
     let key = adapter::signing_key()?;
-    let record = log()?.append(&event, Timestamp::now(), &key)?;
-    Ok(adapter::json_response(201, &record))
+    let seqs = log()?.append_all(&events, Timestamp::now(), &key)?;
+    Ok(adapter::json_response(201, &json!({ "seqs": seqs })))
 }
 
-fn parse_event(body: &[u8]) -> Result<AuditEvent> {
-    let value: serde_json::Value = serde_json::from_slice(body)?;
+/// `POST /internal/recover`.
+fn recover() -> Result<Response> {
+    let key = adapter::signing_key()?;
+    let next = log()?.recover(Timestamp::now(), &key)?;
+    Ok(adapter::json_response(
+        200,
+        &json!({ "unsealed_from": next }),
+    ))
+}
+
+fn parse_event(value: serde_json::Value) -> Result<AuditEvent> {
     if !value.is_object() {
         return Err(Error::invalid("body", "must be a JSON object"));
     }
@@ -145,7 +183,7 @@ fn export(req: &Request) -> Result<Response> {
             format!("must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    let records = log()?.read(after, limit as usize)?;
+    let records = sealed_log()?.read(after, limit as usize)?;
     let mut body = String::new();
     for r in &records {
         body.push_str(&r.to_line());
@@ -167,7 +205,7 @@ fn export(req: &Request) -> Result<Response> {
 fn head(req: &Request) -> Result<Response> {
     admin(req)?;
     let key = adapter::signing_key()?;
-    let head = log()?.head(Timestamp::now(), &key)?;
+    let head = sealed_log()?.head(Timestamp::now(), &key)?;
     let mut resp = adapter::json_response(200, &head);
     resp.set_header("cache-control", "no-store");
     Ok(resp)

@@ -530,8 +530,9 @@ async fn admin_sweep(req: &Request) -> Result<Response> {
 }
 
 /// Expires every overdue pending request (exactly once each, with its callback and card
-/// updates queued and `action.expired` audited), then runs the deliveries that are due
-/// (first attempts of those, retries with backoff, failed review posts).
+/// updates queued and `action.expired` audited), runs the deliveries that are due (first
+/// attempts of those, retries with backoff, failed review posts), and has the audit chain
+/// repaired if an appender died.
 async fn sweep(now: Timestamp) -> Result<Value> {
     let store = store()?;
     let expired = store.sweep_pending(now, |_| Ok(()))?;
@@ -541,11 +542,28 @@ async fn sweep(now: Timestamp) -> Result<Value> {
         audit_event("action.expired", Some(&record.id), "countersign", data).await;
     }
     let attempts = jobs::run_due(&store, now, SWEEP_ATTEMPTS).await?;
+    // The audit chain's repairs (a dead appender or sealer): the audit component's to make.
+    let audit_unsealed_from =
+        match adapter::call_internal("audit", "/internal/recover", &json!({})).await {
+            Ok((200, body)) => serde_json::from_slice::<Value>(&body)
+                .ok()
+                .map(|v| v["unsealed_from"].clone())
+                .unwrap_or(Value::Null),
+            Ok((status, _)) => {
+                eprintln!("countersign: audit recovery answered {status}");
+                Value::Null
+            }
+            Err(e) => {
+                eprintln!("countersign: audit recovery failed: {e}");
+                Value::Null
+            }
+        };
     let ids: Vec<&str> = expired.iter().map(|r| r.id.as_str()).collect();
     Ok(json!({
         "expired": expired.len(),
         "expired_ids": ids,
         "delivery_attempts": attempts,
+        "audit_unsealed_from": audit_unsealed_from,
         "at": now,
     }))
 }

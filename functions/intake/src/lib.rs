@@ -263,13 +263,12 @@ async fn decide_and_store(
         "on_behalf_of": record.on_behalf_of,
         "digest": record.digest,
     });
-    audit_required(AuditEvent::new(
+    let mut events = vec![AuditEvent::new(
         "action.requested",
         rid,
         &agent.id,
         requested,
-    ))
-    .await?;
+    )];
     let mut outcome = json!({ "policies": record.policies, "policy_hash": record.policy_hash });
     let kind = match decision.outcome {
         Outcome::Allow => "action.allowed",
@@ -283,11 +282,13 @@ async fn decide_and_store(
             "action.pending"
         }
     };
-    audit_required(AuditEvent::new(kind, rid, SYSTEM, outcome)).await?;
+    events.push(AuditEvent::new(kind, rid, SYSTEM, outcome));
     if let Some(c) = &grant {
         let data = json!({ "jti": c.jti, "exp": c.exp, "apr": c.apr });
-        audit_required(AuditEvent::new("grant.issued", rid, SYSTEM, data)).await?;
+        events.push(AuditEvent::new("grant.issued", rid, SYSTEM, data));
     }
+    // One append for all three: consecutive records, one call.
+    audit_required(&events).await?;
 
     if let Err(e) = store.create(&record) {
         let data = json!({ "reason": "the request could not be stored; it was refused" });
@@ -367,10 +368,13 @@ fn error_response(e: &Error) -> Response {
     r
 }
 
-/// An audit record the answer depends on: unavailable audit trail → 503, nothing stored.
-async fn audit_required(event: AuditEvent) -> Result<()> {
-    adapter::audit(&event).await.map_err(|e| {
-        eprintln!("countersign intake: {} not audited: {e}", event.type_);
+/// Audit records the answer depends on: unavailable audit trail → 503, nothing stored.
+async fn audit_required(events: &[AuditEvent]) -> Result<()> {
+    adapter::audit_all(events).await.map_err(|e| {
+        eprintln!(
+            "countersign intake: {} events not audited: {e}",
+            events.len()
+        );
         Error::Unavailable(
             "audit trail unavailable: the request was not recorded; retry later".into(),
         )
