@@ -38,9 +38,8 @@ pub enum Error {
     /// SQLite reported an error (open, schema, query, busy past the timeout, ...).
     #[error("key-value store (SQLite): {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// The SQLite worker dropped the request without answering (the job panicked, or the
-    /// process is shutting down); whether the operation was applied is unknown.
-    #[error("key-value store (SQLite): the database worker did not answer the request")]
+    /// A SQLite call panicked; its transaction was rolled back, the connection stays usable.
+    #[error("key-value store (SQLite): the operation failed unexpectedly and was rolled back")]
     WorkerStopped,
     /// The Redis URL could not be parsed. `url` has its password replaced by `***`.
     #[error("key-value store: invalid Redis URL {url}: {reason}")]

@@ -1,10 +1,12 @@
-//! SQLite backend: one connection per database file per process, owned by a dedicated worker
-//! thread so that SQLite's blocking calls never run on tokio's runtime threads.
+//! SQLite backend: one connection per database file per process, used under a mutex by
+//! whichever thread calls. Each statement takes microseconds (WAL, `synchronous = NORMAL`: no
+//! fsync per commit), less than handing it to a worker thread and back, which measured as the
+//! host's main cost under load (two context switches per key-value call; BENCHMARKS.md).
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
@@ -33,12 +35,9 @@ const SQL_EXISTS: &str =
     "SELECT EXISTS (SELECT 1 FROM spin_key_value WHERE store = ?1 AND key = ?2)";
 const SQL_LIST: &str = "SELECT key FROM spin_key_value WHERE store = ?1 ORDER BY key";
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
-
-/// Handle on one database file's worker thread. The thread (and the connection) ends when
-/// the last handle is dropped, since that closes the channel.
+/// One database file's connection. It is closed when the last handle is dropped.
 struct Db {
-    jobs: mpsc::Sender<Job>,
+    conn: Mutex<Connection>,
     path: PathBuf,
 }
 
@@ -99,20 +98,16 @@ impl SqliteStore {
         &self.label
     }
 
-    /// Runs `f` on the worker thread and waits for its result without blocking the runtime.
+    /// Runs `f` on the connection. A panicking `f` must not take down the connection for
+    /// every other store: it answers `WorkerStopped`, and any open transaction was rolled back
+    /// by the unwinding `Transaction` guard (so the mutex is not poisoned either).
     async fn call<T, F>(&self, f: F) -> Result<T>
     where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection, &str) -> Result<T> + Send + 'static,
+        F: FnOnce(&mut Connection, &str) -> Result<T>,
     {
-        let (reply, response) = tokio::sync::oneshot::channel();
-        let label = self.label.clone();
-        let job: Job = Box::new(move |conn| {
-            // The caller may have gone away (cancelled request); the result is then dropped.
-            let _ = reply.send(f(conn, &label));
-        });
-        self.db.jobs.send(job).map_err(|_| Error::WorkerStopped)?;
-        response.await.map_err(|_| Error::WorkerStopped)?
+        let mut conn = self.db.conn.lock().unwrap_or_else(|e| e.into_inner());
+        catch_unwind(AssertUnwindSafe(|| f(&mut conn, &self.label)))
+            .unwrap_or(Err(Error::WorkerStopped))
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -332,24 +327,9 @@ impl Db {
         conn.execute_batch(SCHEMA)?;
         conn.set_prepared_statement_cache_capacity(32);
 
-        let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("countersign-kv-sqlite".into())
-            .spawn(move || worker(conn, queue))
-            .map_err(|source| Error::Io {
-                context: "starting the SQLite worker thread".into(),
-                source,
-            })?;
-        Ok(Self { jobs, path })
-    }
-}
-
-fn worker(mut conn: Connection, queue: mpsc::Receiver<Job>) {
-    // Ends when every `Db` handle (hence every sender) is dropped.
-    while let Ok(job) = queue.recv() {
-        // A panicking job must not take down the connection for every other store: its reply
-        // channel is dropped (its caller gets `WorkerStopped`) and any open transaction was
-        // rolled back by the unwinding `Transaction` guard.
-        let _ = catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path,
+        })
     }
 }
