@@ -105,6 +105,9 @@ fn import_supported(name: &str) -> bool {
     }
 }
 
+/// Bytes of each linear memory kept mapped between instances (see [`engine`]).
+const KEEP_RESIDENT: usize = 1 << 20;
+
 fn engine(limits: &Limits) -> Result<Engine> {
     let mut pool = wasmtime::PoolingAllocationConfig::default();
     // Sized for `max_concurrent` requests each holding a few chained instances at once; the
@@ -119,11 +122,21 @@ fn engine(limits: &Limits) -> Result<Engine> {
         .max_tables_per_component(32)
         .max_core_instances_per_component(64)
         .max_component_instance_size(1 << 20)
-        .max_core_instance_size(1 << 20);
+        .max_core_instance_size(1 << 20)
+        // Reset by memset instead of madvise for the first pages of each memory and stack:
+        // a fresh instance per request otherwise page-faults its heap back in and makes the
+        // kernel shoot down TLBs on every core (the host's main kernel cost; BENCHMARKS.md).
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(64 << 10)
+        .async_stack_keep_resident(64 << 10);
     let mut config = wasmtime::Config::new();
     config
         .epoch_interruption(true)
         .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    // `COUNTERSIGN_PROFILE=perfmap`: name the guests' machine code for `perf` (BENCHMARKS.md).
+    if std::env::var("COUNTERSIGN_PROFILE").as_deref() == Ok("perfmap") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     wt(Engine::new(&config))
 }
 
