@@ -346,8 +346,14 @@ pub async fn audit_event(
     actor: &str,
     data: serde_json::Value,
 ) {
-    if let Err(e) = audit(&AuditEvent::new(type_, request_id, actor, data)).await {
-        eprintln!("countersign: audit of {type_} failed: {e}");
+    audit_events(&[AuditEvent::new(type_, request_id, actor, data)]).await
+}
+
+/// Records events in order with one append; a failure is logged.
+pub async fn audit_events(events: &[AuditEvent]) {
+    if let Err(e) = audit_all(events).await {
+        let types: Vec<&str> = events.iter().map(|e| e.type_.as_str()).collect();
+        eprintln!("countersign: audit of {} failed: {e}", types.join(", "));
     }
 }
 

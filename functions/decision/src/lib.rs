@@ -27,11 +27,12 @@
 use std::time::{Duration, Instant};
 
 use adapter::{
-    audit_event, authenticate_admin, directory, header, is_internal, json_body, problem,
-    problem_response, query_param, signing_key, SpinKv,
+    audit_event, audit_events, authenticate_admin, directory, header, is_internal, json_body,
+    problem, problem_response, query_param, signing_key, SpinKv,
 };
 use adapter::{jobs, store};
 use serde_json::{json, Value};
+use shared::audit::AuditEvent;
 use shared::crypto::KeySet;
 use shared::directory::{bearer_token, Agent, Approver, Directory};
 use shared::grant::{self, GrantClaims, GrantVerifyRequest};
@@ -380,10 +381,10 @@ async fn judge(
         }
         d
     };
-    match outcome {
+    let mut events = vec![match outcome {
         VoteOutcome::Refused(r) => {
             let data = vote_data(json!({"code": r.code.as_str(), "message": r.message}));
-            audit_event("vote.rejected", Some(id), &vote.approver, data).await;
+            AuditEvent::new("vote.rejected", Some(id), &vote.approver, data)
         }
         VoteOutcome::Recorded(_) | VoteOutcome::Approved(_) | VoteOutcome::Denied(_) => {
             let result = match outcome {
@@ -392,12 +393,14 @@ async fn judge(
                 _ => "denied",
             };
             let data = vote_data(json!({"outcome": result}));
-            audit_event("vote.cast", Some(id), &vote.approver, data).await;
+            AuditEvent::new("vote.cast", Some(id), &vote.approver, data)
         }
-    }
+    }];
     if let Some(record) = decided {
-        audit_decision(record, issued.as_ref(), &vote.approver).await;
+        events.extend(decision_events(record, issued.as_ref(), &vote.approver));
     }
+    // The vote and the decision it made: consecutive records, one append.
+    audit_events(&events).await;
     Ok(Judged { receipt, followups })
 }
 
@@ -417,7 +420,11 @@ fn queue_decided(store: &Store<SpinKv>, record: &ActionRecord, now: Timestamp) -
 }
 
 /// `action.approved` + `grant.issued`, or `action.denied`.
-async fn audit_decision(record: &ActionRecord, claims: Option<&GrantClaims>, actor: &str) {
+fn decision_events(
+    record: &ActionRecord,
+    claims: Option<&GrantClaims>,
+    actor: &str,
+) -> Vec<AuditEvent> {
     let id = Some(record.id.as_str());
     match record.status {
         Status::Approved => {
@@ -426,20 +433,21 @@ async fn audit_decision(record: &ActionRecord, claims: Option<&GrantClaims>, act
                 "requirements": record.requirements,
                 "votes": record.votes.len(),
             });
-            audit_event("action.approved", id, actor, data).await;
+            let mut out = vec![AuditEvent::new("action.approved", id, actor, data)];
             if let Some(c) = claims {
                 let data = json!({
                     "jti": c.jti, "sub": c.sub, "act": c.act, "res": c.res, "dig": c.dig,
                     "apr": c.apr, "iat": c.iat, "exp": c.exp,
                 });
-                audit_event("grant.issued", id, actor, data).await;
+                out.push(AuditEvent::new("grant.issued", id, actor, data));
             }
+            out
         }
         Status::Denied => {
             let data = json!({"reason": record.reason, "votes": record.votes.len()});
-            audit_event("action.denied", id, actor, data).await;
+            vec![AuditEvent::new("action.denied", id, actor, data)]
         }
-        _ => {}
+        _ => Vec::new(),
     }
 }
 
