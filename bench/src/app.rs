@@ -22,7 +22,8 @@ use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use crate::load::{self, Stats, Template, Until};
+use crate::load::{self, Failure, Stats, Template, Until};
+use crate::scenarios::Scenario;
 
 /// The bench policy: one routine permit, one that needs an approver of `ops`.
 const POLICY: &str = r#"
@@ -33,6 +34,29 @@ permit (principal, action == Action::"db.query", resource);
 @approval("ops")
 permit (principal, action == Action::"db.export", resource);
 "#;
+
+/// The bench policy plus `extra` policies that never apply to the bench's requests (other
+/// actions), in three shapes in turn: a `forbid`, a permit that needs an approver of `ops`, and
+/// a permit with a condition. Cedar still looks at every one of them for each request.
+pub fn policy_set(extra: usize) -> String {
+    let mut set = POLICY.to_string();
+    for i in 0..extra {
+        set.push_str(&match i % 3 {
+            0 => format!(
+                "\n@id(\"no-drop-{i}\")\nforbid (principal, action == Action::\"db.drop_{i}\", resource);\n"
+            ),
+            1 => format!(
+                "\n@id(\"export-{i}\")\n@approval(\"ops\")\n@expires(\"30m\")\n\
+                 permit (principal, action == Action::\"export_{i}\", resource);\n"
+            ),
+            _ => format!(
+                "\n@id(\"report-{i}\")\npermit (principal, action == Action::\"report_{i}\", resource)\n\
+                 when {{ resource has owner && resource.owner == \"team-{i}\" }};\n"
+            ),
+        });
+    }
+    set
+}
 
 /// The bench's agent and approver.
 pub const AGENT: &str = "bench-bot";
@@ -65,15 +89,15 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// Writes `<dir>/spin.toml` and `<dir>/config/` from `real_manifest`, and starts the
-    /// callback stand-in.
-    pub async fn new(real_manifest: &Path, dir: &Path) -> Result<Deployment> {
+    /// Writes `<dir>/spin.toml` and `<dir>/config/` (with `policy` as the policy set) from
+    /// `real_manifest`, and starts the callback stand-in.
+    pub async fn new(real_manifest: &Path, dir: &Path, policy: &str) -> Result<Deployment> {
         let callbacks = Arc::new(StandIn::start().await?);
         let agent_token = random_token("agent")?;
         let approver_token = random_token("alice")?;
         let owner_token = random_token("olivia")?;
         std::fs::create_dir_all(dir.join("config"))?;
-        std::fs::write(dir.join("config/policy.cedar"), POLICY)?;
+        std::fs::write(dir.join("config/policy.cedar"), policy)?;
         let directory = format!(
             "[[agent]]\nid = \"{AGENT}\"\nowner = \"{OWNER}\"\n\
              token_sha256 = [\"{}\"]\ncallback_prefixes = [\"{}\"]\n\n\
@@ -231,9 +255,7 @@ impl StandIn {
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
                             let arrived = Instant::now();
-                            let id = serde_json::from_slice::<serde_json::Value>(&body)
-                                .ok()
-                                .and_then(|v| v["id"].as_str().map(str::to_string));
+                            let id = answer_id(&body);
                             let waiter = id.and_then(|id| w.lock().unwrap().remove(&id));
                             match waiter {
                                 Some(tx) => {
@@ -294,7 +316,7 @@ struct RoundTrip {
 impl RoundTrip {
     /// One round trip on `sender`: request (202) → approve (200) → callback. Returns the time
     /// from the first send to the callback's arrival.
-    async fn once(&self, sender: &mut load::Sender, seq: u64) -> Result<Duration> {
+    async fn round_trip(&self, sender: &mut load::Sender, seq: u64) -> Result<Duration> {
         let t0 = Instant::now();
         let (status, body) = load::exchange_full(sender, self.request.build(seq)).await?;
         if status != self.request.expect_status {
@@ -303,10 +325,7 @@ impl RoundTrip {
                 String::from_utf8_lossy(&body)
             );
         }
-        let id = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["id"].as_str().map(str::to_string))
-            .context("request: answer without an id")?;
+        let id = answer_id(&body).context("request: answer without an id")?;
         let arrived = self.callbacks.expect(&id);
         let decision = Request::builder()
             .method(Method::POST)
@@ -337,6 +356,14 @@ impl RoundTrip {
     }
 }
 
+impl load::Op for RoundTrip {
+    async fn once(&self, sender: &mut load::Sender, seq: u64) -> Result<Duration, Failure> {
+        self.round_trip(sender, seq)
+            .await
+            .map_err(|e| Failure::broken(&e))
+    }
+}
+
 /// `concurrency` workers, each on its own keep-alive connection, doing round trips back to back.
 pub async fn round_trips(
     addr: SocketAddr,
@@ -351,61 +378,143 @@ pub async fn round_trips(
         approver_auth: format!("Bearer {}", deployment.approver_token),
         callbacks: deployment.callbacks.clone(),
     });
-    let seq = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency.max(1) {
-        let (shared, seq) = (shared.clone(), seq.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut stats = Stats::new();
-            let mut sender: Option<load::Sender> = None;
-            loop {
-                let n = seq.fetch_add(1, Ordering::Relaxed);
-                match until {
-                    Until::Elapsed(d) if start.elapsed() >= d => break,
-                    Until::Requests(total) if n >= total => break,
-                    _ => {}
-                }
-                let conn = match sender.as_mut() {
-                    Some(s) => s,
-                    None => match load::connect(shared.addr).await {
-                        Ok(s) => {
-                            stats.connections += 1;
-                            sender.insert(s)
-                        }
-                        Err(e) => {
-                            stats.error(|| format!("{e:#}"));
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    },
-                };
-                match shared.once(conn, n).await {
-                    Ok(latency) => {
-                        stats.ok += 1;
-                        stats.latency_us.saturating_record(
-                            u64::try_from(latency.as_micros())
-                                .unwrap_or(u64::MAX)
-                                .max(1),
-                        );
-                    }
-                    Err(e) => {
-                        stats.error(|| format!("{e:#}"));
-                        sender = None;
-                    }
-                }
-            }
-            stats
-        }));
+    load::workers(addr, shared, concurrency, until).await
+}
+
+/// The `id` of a JSON answer.
+fn answer_id(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_string))
+}
+
+/// Sends `request` and keeps the id of every answer with the expected status.
+struct Store {
+    request: Arc<Template>,
+    ids: Mutex<Vec<String>>,
+}
+
+impl load::Op for Store {
+    async fn once(&self, sender: &mut load::Sender, seq: u64) -> Result<Duration, Failure> {
+        let t0 = Instant::now();
+        let (status, body) = load::exchange_full(sender, self.request.build(seq))
+            .await
+            .map_err(|e| Failure::broken(&e))?;
+        if status != self.request.expect_status {
+            return Err(Failure::answer(format!(
+                "status {status}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        let id = answer_id(&body).ok_or_else(|| Failure::answer("answer without an id".into()))?;
+        self.ids.lock().unwrap().push(id);
+        Ok(t0.elapsed())
     }
-    let mut total = Stats::new();
-    for task in tasks {
-        match task.await {
-            Ok(stats) => total.merge(stats),
-            Err(e) => total.error(|| format!("round-trip task failed: {e}")),
+}
+
+/// Stores `count` requests (`request`, e.g. one the policy sends to approval) with
+/// `concurrency` connections. Returns what it measured and the ids of the stored requests.
+pub async fn store_requests(
+    addr: SocketAddr,
+    request: Arc<Template>,
+    count: u64,
+    concurrency: usize,
+) -> (Stats, Vec<String>) {
+    let store = Arc::new(Store {
+        request,
+        ids: Mutex::default(),
+    });
+    let stats = load::workers(addr, store.clone(), concurrency, Until::Requests(count)).await;
+    let ids = std::mem::take(&mut *store.ids.lock().unwrap());
+    (stats, ids)
+}
+
+/// Mixed traffic: even operations send `routine`, odd ones read one of `ids` back
+/// (`GET /v1/actions/<id>` as the agent, expect 200).
+pub struct Mixed {
+    routine: Arc<Template>,
+    reads: Vec<Template>,
+}
+
+impl Mixed {
+    pub fn new(
+        routine: Arc<Template>,
+        read: &Scenario,
+        ids: &[String],
+        addr: SocketAddr,
+    ) -> Result<Mixed> {
+        let reads = ids
+            .iter()
+            .map(|id| {
+                let mut s = read.clone();
+                s.path = s.path.replace("{id}", id);
+                Template::new(&s, addr)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Mixed { routine, reads })
+    }
+}
+
+impl load::Op for Mixed {
+    async fn once(&self, sender: &mut load::Sender, seq: u64) -> Result<Duration, Failure> {
+        match self.reads.len() {
+            n if n > 0 && seq % 2 == 1 => {
+                self.reads[(seq / 2) as usize % n].once(sender, seq).await
+            }
+            _ => self.routine.once(sender, seq).await,
         }
     }
-    total.elapsed = start.elapsed();
-    total.concurrency = concurrency.max(1);
-    total
+}
+
+/// Parses `redis://[:password@]host:port[/db]` into (address, password, db).
+fn redis_target(url: &str) -> Result<(String, Option<String>, u32)> {
+    let rest = url
+        .strip_prefix("redis://")
+        .with_context(|| format!("{url}: only redis:// URLs"))?;
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((a, r)) => (Some(a), r),
+        None => (None, rest),
+    };
+    let (host, db) = match rest.split_once('/') {
+        Some((h, d)) if !d.is_empty() => (h, d.parse().with_context(|| format!("{url}: db"))?),
+        Some((h, _)) => (h, 0),
+        None => (rest, 0),
+    };
+    let password = auth.map(|a| a.rsplit_once(':').map_or(a, |(_, p)| p).to_string());
+    Ok((host.to_string(), password, db))
+}
+
+/// Empties the Redis database of `url` (`SELECT <db>`, `FLUSHDB`), so a run starts from
+/// nothing. Fails when Redis does not answer within 2 s.
+pub async fn redis_flush(url: &str) -> Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (host, password, db) = redis_target(url)?;
+    let mut commands: Vec<Vec<String>> = Vec::new();
+    if let Some(p) = password {
+        commands.push(vec!["AUTH".into(), p]);
+    }
+    commands.push(vec!["SELECT".into(), db.to_string()]);
+    commands.push(vec!["FLUSHDB".into()]);
+    let talk = async {
+        let stream = tokio::net::TcpStream::connect(&host)
+            .await
+            .with_context(|| format!("connect {host}"))?;
+        let mut stream = BufReader::new(stream);
+        for command in commands {
+            let mut out = format!("*{}\r\n", command.len());
+            for arg in &command {
+                out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+            }
+            stream.get_mut().write_all(out.as_bytes()).await?;
+            let mut reply = String::new();
+            stream.read_line(&mut reply).await?;
+            if !reply.starts_with('+') {
+                bail!("{}: {}", command[0], reply.trim());
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(2), talk)
+        .await
+        .with_context(|| format!("Redis at {host} did not answer within 2 s"))?
 }

@@ -16,6 +16,8 @@ pub struct HostOptions<'a> {
     pub manifest: &'a Path,
     pub state_dir: &'a Path,
     pub runtime_config_file: Option<&'a Path>,
+    /// Compiled components (the host's default: `<state_dir>/cache`).
+    pub cache_dir: Option<&'a Path>,
     pub env: &'a [(OsString, OsString)],
     /// The host's stdout and stderr go here (appended).
     pub log: &'a Path,
@@ -58,6 +60,9 @@ impl Host {
             .arg("0");
         if let Some(rc) = opts.runtime_config_file {
             cmd.arg("--runtime-config-file").arg(rc);
+        }
+        if let Some(cache) = opts.cache_dir {
+            cmd.arg("--cache-dir").arg(cache);
         }
         // The compile cache lives in the state folder, so a fresh folder is a cold start.
         cmd.env_remove("COUNTERSIGN_CACHE_DIR")

@@ -194,6 +194,53 @@ pub enum Until {
     Requests(u64),
 }
 
+/// Why one operation of a worker failed.
+pub struct Failure {
+    pub message: String,
+    /// The connection is unusable (transport error): the worker opens a new one.
+    pub reconnect: bool,
+}
+
+impl Failure {
+    /// A transport (or protocol) failure: the next operation gets a new connection.
+    pub fn broken(e: &anyhow::Error) -> Self {
+        Failure {
+            message: format!("{e:#}"),
+            reconnect: true,
+        }
+    }
+
+    /// An unexpected answer on a connection that stays usable.
+    pub fn answer(message: String) -> Self {
+        Failure {
+            message,
+            reconnect: false,
+        }
+    }
+}
+
+/// One operation of a closed-loop worker (a request, or a sequence of them): `seq` is unique
+/// within the run. Returns the latency to record.
+pub trait Op: Send + Sync + 'static {
+    fn once(
+        &self,
+        sender: &mut Sender,
+        seq: u64,
+    ) -> impl std::future::Future<Output = Result<Duration, Failure>> + Send;
+}
+
+/// Sends the template's request and checks the status.
+impl Op for Template {
+    async fn once(&self, sender: &mut Sender, seq: u64) -> Result<Duration, Failure> {
+        let t0 = Instant::now();
+        match exchange(sender, self.build(seq)).await {
+            Ok(status) if status == self.expect_status => Ok(t0.elapsed()),
+            Ok(status) => Err(Failure::answer(format!("status {status}"))),
+            Err(e) => Err(Failure::broken(&e)),
+        }
+    }
+}
+
 /// Closed loop: `connections` keep-alive connections, each sending as soon as it has its answer.
 pub async fn closed_loop(
     addr: SocketAddr,
@@ -201,11 +248,21 @@ pub async fn closed_loop(
     connections: usize,
     until: Until,
 ) -> Stats {
+    workers(addr, template, connections, until).await
+}
+
+/// `concurrency` workers, each on its own keep-alive connection, running `op` back to back.
+pub async fn workers<O: Op>(
+    addr: SocketAddr,
+    op: Arc<O>,
+    concurrency: usize,
+    until: Until,
+) -> Stats {
     let seq = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let mut tasks = Vec::with_capacity(connections);
-    for _ in 0..connections.max(1) {
-        let (template, seq) = (template.clone(), seq.clone());
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency.max(1) {
+        let (op, seq) = (op.clone(), seq.clone());
         tasks.push(tokio::spawn(async move {
             let mut stats = Stats::new();
             let mut sender: Option<Sender> = None;
@@ -230,16 +287,16 @@ pub async fn closed_loop(
                         }
                     },
                 };
-                let t0 = Instant::now();
-                match exchange(conn, template.build(n)).await {
-                    Ok(status) if status == template.expect_status => {
+                match op.once(conn, n).await {
+                    Ok(latency) => {
                         stats.ok += 1;
-                        stats.latency_us.saturating_record(micros(t0.elapsed()));
+                        stats.latency_us.saturating_record(micros(latency));
                     }
-                    Ok(status) => stats.error(|| format!("status {status}")),
-                    Err(e) => {
-                        stats.error(|| format!("{e:#}"));
-                        sender = None;
+                    Err(failure) => {
+                        stats.error(|| failure.message);
+                        if failure.reconnect {
+                            sender = None;
+                        }
                     }
                 }
             }
@@ -254,7 +311,7 @@ pub async fn closed_loop(
         }
     }
     total.elapsed = start.elapsed();
-    total.concurrency = connections.max(1);
+    total.concurrency = concurrency.max(1);
     total
 }
 

@@ -9,7 +9,7 @@ mod report;
 mod scenarios;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use clap::Parser;
 use host::{Host, HostOptions};
 use load::Until;
 use report::Row;
-use scenarios::{App, Mode, Scenario};
+use scenarios::{App, Mode, Scenario, Setup};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -78,6 +78,9 @@ struct Cli {
     /// Worker threads of the load generator (the host gets the rest of the machine).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// The Redis database of `routine decision on Redis` (emptied with FLUSHDB before the run).
+    #[arg(long, default_value = "redis://127.0.0.1:6379/11")]
+    redis_url: String,
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
@@ -165,7 +168,7 @@ async fn run(cli: Cli) -> Result<()> {
     }
 
     report::print_header(&cli.bin, &cli.manifest, cli.runtime_config_file.as_deref());
-    if selected.iter().any(|s| s.app == App::Real) {
+    if selected.iter().any(|s| matches!(s.app, App::Real(_))) {
         println!(
             "app:     {} (real app, bench directory and policy)",
             cli.app_manifest.display()
@@ -188,50 +191,40 @@ async fn run(cli: Cli) -> Result<()> {
     };
     let mut problems = Vec::new();
 
-    // The test app first (the floor), then the real app on a second host.
-    let test: Vec<Scenario> = selected
-        .iter()
-        .filter(|s| s.app == App::Test)
-        .cloned()
-        .collect();
-    if !test.is_empty() {
-        let mut env = vec![("SPIN_VARIABLE_REGION".into(), "bench".into())];
-        env.extend(cli.env.iter().cloned());
-        let target = Target {
-            label: "test app",
-            manifest: cli.manifest.clone(),
-            env,
-            ready_path: cli.ready_path.clone(),
-            dir: work.path().join("test"),
-            deployment: None,
-        };
-        problems.extend(run_app(&cli, &target, &test, &baseline, &mut floor, &mut rows).await?);
+    // One host per app (and real-app setup), in list order: the test app first (the floor).
+    let mut apps: Vec<App> = Vec::new();
+    for s in &selected {
+        if !apps.contains(&s.app) {
+            apps.push(s.app);
+        }
     }
-    let real: Vec<Scenario> = selected
-        .iter()
-        .filter(|s| s.app == App::Real)
-        .cloned()
-        .collect();
-    if !real.is_empty() {
-        let dir = work.path().join("app");
-        std::fs::create_dir_all(&dir)?;
-        let deployment = app::Deployment::new(&cli.app_manifest, &dir).await?;
-        let mut env = deployment.env.clone();
-        env.extend(cli.env.iter().cloned());
-        let target = Target {
-            label: "real app",
-            manifest: deployment.manifest.clone(),
-            env,
-            ready_path: "/v1/keys".into(),
-            dir,
-            deployment: Some(deployment),
-        };
-        problems.extend(run_app(&cli, &target, &real, &baseline, &mut floor, &mut rows).await?);
+    let mut skipped = Vec::new();
+    for app in apps {
+        let scenarios: Vec<Scenario> = selected.iter().filter(|s| s.app == app).cloned().collect();
+        // Redis is the machine's, not the bench's: without it, its scenarios are skipped.
+        if app == App::Real(Setup::Redis) {
+            if let Err(e) = app::redis_flush(&cli.redis_url).await {
+                let why = format!("Redis {}: {e:#}", cli.redis_url);
+                println!();
+                for s in &scenarios {
+                    println!("note: {} skipped: {why}", s.name);
+                    skipped.push(format!("{} ({why})", s.name));
+                    rows.push(Row::skipped(s));
+                }
+                continue;
+            }
+        }
+        let target = target(&cli, app, work.path()).await?;
+        problems
+            .extend(run_app(&cli, &target, &scenarios, &baseline, &mut floor, &mut rows).await?);
     }
 
     println!("load average at the end: {}", report::load_average());
     println!();
     report::print_markdown(&rows, floor, &cli.ratio_to);
+    for s in &skipped {
+        println!("skipped: {s}");
+    }
     if !problems.is_empty() {
         println!();
         println!("host log: {} warning/error line(s), e.g.:", problems.len());
@@ -244,9 +237,12 @@ async fn run(cli: Cli) -> Result<()> {
 
 /// One app under test: what its host is started with.
 struct Target {
-    label: &'static str,
+    label: String,
     manifest: PathBuf,
     env: Vec<(OsString, OsString)>,
+    runtime_config_file: Option<PathBuf>,
+    /// Compiled components; shared by the real-app hosts, so only the first one starts cold.
+    cache_dir: PathBuf,
     ready_path: String,
     /// Holds its state folder and log.
     dir: PathBuf,
@@ -254,8 +250,74 @@ struct Target {
     deployment: Option<app::Deployment>,
 }
 
-/// Starts a host on `target` (cold, then warm on the same state folder; the warm one is
-/// measured), warms it up and runs `scenarios` on it, printing a row each. Returns the host
+/// What the host of `app` is started with; its files go to a folder of `work`.
+async fn target(cli: &Cli, app: App, work: &Path) -> Result<Target> {
+    let setup = match app {
+        App::Test => {
+            let dir = work.join("test");
+            let mut env = vec![("SPIN_VARIABLE_REGION".into(), "bench".into())];
+            env.extend(cli.env.iter().cloned());
+            return Ok(Target {
+                label: "test app".into(),
+                manifest: cli.manifest.clone(),
+                env,
+                runtime_config_file: cli.runtime_config_file.clone(),
+                cache_dir: dir.join("cache"),
+                ready_path: cli.ready_path.clone(),
+                dir,
+                deployment: None,
+            });
+        }
+        App::Real(setup) => setup,
+    };
+    let (label, folder, extra_policies) = match setup {
+        Setup::Default => ("real app".to_string(), "app".to_string(), 0),
+        Setup::ExtraPolicies(n) => (
+            format!("real app, {n} extra policies"),
+            format!("app-{n}-policies"),
+            n,
+        ),
+        Setup::Redis => (
+            format!("real app, key-value on {}", cli.redis_url),
+            "app-redis".into(),
+            0,
+        ),
+        Setup::OwnHost => ("real app, own host".into(), "app-own".into(), 0),
+    };
+    let dir = work.join(folder);
+    std::fs::create_dir_all(&dir)?;
+    // Redis: emptied by the caller.
+    let runtime_config_file = if setup == Setup::Redis {
+        let file = dir.join("runtime-config.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[key_value_store.default]\ntype = \"redis\"\nurl = {:?}\n",
+                cli.redis_url
+            ),
+        )?;
+        Some(file)
+    } else {
+        cli.runtime_config_file.clone()
+    };
+    let deployment =
+        app::Deployment::new(&cli.app_manifest, &dir, &app::policy_set(extra_policies)).await?;
+    let mut env = deployment.env.clone();
+    env.extend(cli.env.iter().cloned());
+    Ok(Target {
+        label,
+        manifest: deployment.manifest.clone(),
+        env,
+        runtime_config_file,
+        cache_dir: work.join("app-cache"),
+        ready_path: "/v1/keys".into(),
+        dir,
+        deployment: Some(deployment),
+    })
+}
+
+/// Starts a host on `target` (cold, unless an earlier host filled its compile cache, then warm;
+/// the warm one is measured), warms it up and runs `scenarios` on it, printing a row each. Returns the host
 /// log's warning/error lines.
 async fn run_app(
     cli: &Cli,
@@ -272,19 +334,30 @@ async fn run_app(
         bin: &cli.bin,
         manifest: &target.manifest,
         state_dir: &state_dir,
-        runtime_config_file: cli.runtime_config_file.as_deref(),
+        runtime_config_file: target.runtime_config_file.as_deref(),
+        cache_dir: Some(&target.cache_dir),
         env: &target.env,
         log: &log,
     };
 
-    // Cold start: empty state folder, so components are compiled. Then a warm start on the same
-    // folder (compiled components come from the cache); that host is the one measured.
-    let mut cold = Host::spawn(&opts)?;
-    let cold_start = cold
-        .wait_ready(&target.ready_path, cli.ready_timeout)
-        .await?;
-    let cold_mem = cold.memory();
-    cold.stop();
+    // Cold start: empty compile cache, so components are compiled. Then a warm start (compiled
+    // components come from the cache); that host is the one measured. A host whose cache an
+    // earlier host filled starts warm only.
+    let cold = if target.cache_dir.exists() {
+        None
+    } else {
+        let mut cold = Host::spawn(&opts)?;
+        let start = cold
+            .wait_ready(&target.ready_path, cli.ready_timeout)
+            .await?;
+        let memory = cold.memory();
+        cold.stop();
+        Some(format!(
+            "cold {:.0} ms (peak RSS {:.1} MB), ",
+            start.as_secs_f64() * 1e3,
+            report::mb(memory.peak_kib)
+        ))
+    };
     let mut host = Host::spawn(&opts)?;
     let warm_start = host
         .wait_ready(&target.ready_path, cli.ready_timeout)
@@ -292,11 +365,11 @@ async fn run_app(
     let warm_mem = host.memory();
     println!();
     println!(
-        "{}: start (spawn to first 200 on {}): cold {:.0} ms (peak RSS {:.1} MB), warm {:.0} ms (RSS {:.1} MB)",
+        "{}: start (spawn to first 200 on {}): {}warm {:.0} ms (RSS {:.1} MB)",
         target.label,
         target.ready_path,
-        cold_start.as_secs_f64() * 1e3,
-        report::mb(cold_mem.peak_kib),
+        cold.as_deref()
+            .unwrap_or("cold: skipped (compile cache of an earlier host), "),
         warm_start.as_secs_f64() * 1e3,
         report::mb(warm_mem.rss_kib),
     );
@@ -333,13 +406,7 @@ async fn run_app(
 
     report::print_row_header();
     for scenario in scenarios {
-        let scenario = match &target.deployment {
-            Some(d) => scenario.resolve(&[
-                ("agent_token", &d.agent_token),
-                ("callback_url", &d.callback_url()),
-            ]),
-            None => scenario.clone(),
-        };
+        let scenario = resolved(scenario, target.deployment.as_ref());
         let template = Arc::new(load::Template::new(&scenario, host.addr)?);
         if cli.scenario_warmup > 0 {
             match (scenario.mode, &target.deployment) {
@@ -366,6 +433,13 @@ async fn run_app(
             }
         }
         host.reset_peak();
+        // A mixed run's backlog: stored before the measured phase, within its peak RSS.
+        let stored = match scenario.mode {
+            Mode::Mixed { pending, clients } => {
+                store_pending(&host, target.deployment.as_ref(), pending, clients).await?
+            }
+            _ => Vec::new(),
+        };
         let (host_cpu0, own_cpu0, t0) = (host.cpu_time(), host::own_cpu_time(), Instant::now());
         let stats = match scenario.mode {
             Mode::Saturation => {
@@ -389,6 +463,17 @@ async fn run_app(
                     template,
                     d,
                     concurrency,
+                    Until::Elapsed(cli.duration),
+                )
+                .await
+            }
+            Mode::Mixed { clients, .. } => {
+                let read = resolved(&scenarios::read_request(), target.deployment.as_ref());
+                let mixed = app::Mixed::new(template, &read, &stored, host.addr)?;
+                load::workers(
+                    host.addr,
+                    Arc::new(mixed),
+                    clients,
                     Until::Elapsed(cli.duration),
                 )
                 .await
@@ -433,6 +518,50 @@ async fn run_app(
     let problems = host.log_problems();
     host.stop();
     Ok(problems)
+}
+
+/// `scenario` with the real app's placeholders filled in from `deployment`.
+fn resolved(scenario: &Scenario, deployment: Option<&app::Deployment>) -> Scenario {
+    match deployment {
+        Some(d) => scenario.resolve(&[
+            ("agent_token", &d.agent_token),
+            ("callback_url", &d.callback_url()),
+        ]),
+        None => scenario.clone(),
+    }
+}
+
+/// Stores `count` requests that wait for approval with `clients` connections; prints how it
+/// went and returns their ids.
+async fn store_pending(
+    host: &Host,
+    deployment: Option<&app::Deployment>,
+    count: u64,
+    clients: usize,
+) -> Result<Vec<String>> {
+    if deployment.is_none() {
+        bail!("pending requests need the real app");
+    }
+    let request = resolved(&scenarios::pending_request(), deployment);
+    let template = Arc::new(load::Template::new(&request, host.addr)?);
+    let (stats, ids) = app::store_requests(host.addr, template, count, clients).await;
+    let memory = host.memory();
+    println!(
+        "    stored {} pending request(s) in {:.1} s ({:.0}/s, p99 {:.2} ms, {} error(s){}), RSS {:.1} MB, peak {:.1} MB",
+        ids.len(),
+        stats.elapsed.as_secs_f64(),
+        stats.throughput(),
+        stats.ms(0.99),
+        stats.errors,
+        stats
+            .first_error
+            .as_deref()
+            .map(|e| format!(", first: {e}"))
+            .unwrap_or_default(),
+        report::mb(memory.rss_kib),
+        report::mb(memory.peak_kib),
+    );
+    Ok(ids)
 }
 
 /// The scenarios to run, in list order: those matching a filter (all when none), plus the

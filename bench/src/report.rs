@@ -27,6 +27,8 @@ pub struct Row {
     pub rss_mb: f64,
     /// CPUs the host kept busy on average (user + system time / wall time).
     pub host_cpu: f64,
+    /// Not run (e.g. its setup could not be had): no figures.
+    pub skipped: bool,
 }
 
 impl Row {
@@ -39,6 +41,7 @@ impl Row {
             Mode::RoundTrip { concurrency } => {
                 (true, format!("round trip, {concurrency} in flight"))
             }
+            Mode::Mixed { clients, .. } => (true, format!("mixed, {clients} clients")),
         };
         Row {
             name: scenario.name.clone(),
@@ -53,6 +56,16 @@ impl Row {
             peak_mb: mb(memory.peak_kib),
             rss_mb: mb(memory.rss_kib),
             host_cpu,
+            skipped: false,
+        }
+    }
+
+    /// A scenario that was not run: its row says so, with no figures.
+    pub fn skipped(scenario: &Scenario) -> Self {
+        Row {
+            mode: "skipped".into(),
+            skipped: true,
+            ..Row::new(scenario, &Stats::new(), Memory::default(), 0.0)
         }
     }
 
@@ -135,13 +148,20 @@ pub fn print_header(bin: &Path, manifest: &Path, runtime_config: Option<&Path>) 
     );
 }
 
-const WIDTHS: [usize; 12] = [28, 17, 9, 9, 7, 8, 8, 8, 6, 9, 8, 8];
+const WIDTHS: [usize; 12] = [32, 17, 9, 9, 7, 8, 8, 8, 6, 9, 8, 8];
 const TITLES: [&str; 12] = [
     "scenario", "mode", "requests", "req/s", "x floor", "p50 ms", "p99 ms", "max ms", "errors",
     "peak MB", "RSS MB", "host CPU",
 ];
 
 fn cells(row: &Row, floor: Option<f64>) -> [String; 12] {
+    if row.skipped {
+        return std::array::from_fn(|i| match i {
+            0 => row.name.clone(),
+            1 => row.mode.clone(),
+            _ => "-".into(),
+        });
+    }
     [
         row.name.clone(),
         row.mode.clone(),

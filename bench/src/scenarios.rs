@@ -20,6 +20,11 @@ pub enum Mode {
     /// a `callback_url`, answered 202), then the approver's `approve` (200), then the wait for
     /// the callback at the bench's stand-in. Latency: first send → callback received.
     RoundTrip { concurrency: usize },
+    /// Memory under a stored backlog: first `pending` requests that wait for approval are
+    /// stored ([`pending_request`], `clients` connections), then `clients` connections send
+    /// mixed traffic, one the scenario's request, one a read of a stored request
+    /// ([`read_request`]), in turn. Peak RSS covers both phases.
+    Mixed { pending: u64, clients: usize },
 }
 
 /// Which app a scenario runs on.
@@ -28,8 +33,22 @@ pub enum App {
     /// `--manifest` (default tests/apps/host/spin.toml): the trivial and probe components.
     Test,
     /// `--app-manifest` (default the top-level spin.toml), run with a bench directory and
-    /// policy (see `app.rs`).
-    Real,
+    /// policy (see `app.rs`), set up as said. Each setup gets a host of its own.
+    Real(Setup),
+}
+
+/// How the real app's host is set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setup {
+    /// The bench policy; the key-value store in the state folder (or `--runtime-config-file`).
+    Default,
+    /// The bench policy plus this many policies that never apply to the bench's requests.
+    ExtraPolicies(usize),
+    /// The key-value store on Redis (`--redis-url`, emptied with `FLUSHDB` first); skipped
+    /// when Redis does not answer.
+    Redis,
+    /// As `Default`, on a host nothing else ran on (so its memory is the scenario's own).
+    OwnHost,
 }
 
 /// One request shape driven in one mode. In `path` and `body`, `{seq}` is replaced by a number
@@ -65,7 +84,7 @@ impl Scenario {
     /// A `POST` of a JSON body by the bench agent on the real app.
     fn agent_post(name: impl Into<String>, path: &str, body: &str, mode: Mode) -> Self {
         Scenario {
-            app: App::Real,
+            app: App::Real(Setup::Default),
             ..Scenario::get(name, path, mode)
         }
         .with_request(
@@ -76,6 +95,12 @@ impl Scenario {
             ],
             body,
         )
+    }
+
+    /// The same on a real-app host set up as `setup`.
+    fn on(mut self, setup: Setup) -> Self {
+        self.app = App::Real(setup);
+        self
     }
 
     fn with_request(mut self, method: Method, headers: &[(&str, &str)], body: &str) -> Self {
@@ -112,6 +137,23 @@ impl Scenario {
 const ROUTINE: &str = r#"{"action":"db.query","resource":{"type":"Dataset","id":"x"}}"#;
 /// A sensitive action: `db.export` needs one approver of `ops`.
 const SENSITIVE: &str = r#"{"action":"db.export","resource":{"type":"Dataset","id":"x"},"callback_url":"{callback_url}"}"#;
+
+/// A request the bench policy sends to approval (`db.export`: one approver of `ops`), with no
+/// callback: it stays pending (answered 202).
+const PENDING: &str = r#"{"action":"db.export","resource":{"type":"Dataset","id":"x"}}"#;
+
+/// Requests stored before a [`Mode::Mixed`] run.
+pub fn pending_request() -> Scenario {
+    Scenario::agent_post("store pending", "/v1/actions", PENDING, Mode::Saturation).expecting(202)
+}
+
+/// The agent reading one of its requests back; `{id}` is a stored request's id.
+pub fn read_request() -> Scenario {
+    let mut read = Scenario::agent_post("read", "/v1/actions/{id}", "", Mode::Saturation);
+    read.method = Method::GET;
+    read.headers.retain(|(k, _)| k == "authorization");
+    read
+}
 
 /// Every scenario, in run order (test-app scenarios first). `rate` is `--rate` (open-loop
 /// scenarios).
@@ -151,8 +193,44 @@ pub fn all(rate: f64) -> Vec<Scenario> {
             Mode::RoundTrip { concurrency: 4 },
         )
         .expecting(202),
+        // The same routine decision with a large policy set (Cedar looks at every policy).
+        Scenario::agent_post(
+            format!("routine decision, {EXTRA_POLICIES} policies"),
+            "/v1/actions",
+            ROUTINE,
+            Mode::Saturation,
+        )
+        .on(Setup::ExtraPolicies(EXTRA_POLICIES)),
+        // The same with the key-value store on Redis instead of SQLite.
+        Scenario::agent_post(
+            "routine decision on Redis",
+            "/v1/actions",
+            ROUTINE,
+            Mode::Saturation,
+        )
+        .on(Setup::Redis),
+        // Memory with a stored backlog: routine decisions and reads of pending requests.
+        Scenario::agent_post(
+            format!(
+                "memory, {}k pending + {MIXED_CLIENTS} clients",
+                MIXED_PENDING / 1000
+            ),
+            "/v1/actions",
+            ROUTINE,
+            Mode::Mixed {
+                pending: MIXED_PENDING,
+                clients: MIXED_CLIENTS,
+            },
+        )
+        .on(Setup::OwnHost),
     ]
 }
+
+/// Policies beyond the bench's own in `routine decision, 200 policies`.
+const EXTRA_POLICIES: usize = 200;
+/// Pending requests stored, and connections, of the memory scenario.
+const MIXED_PENDING: u64 = 10_000;
+const MIXED_CLIENTS: usize = 64;
 
 fn fmt_rate(rate: f64) -> String {
     if rate.fract() == 0.0 {
