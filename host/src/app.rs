@@ -106,7 +106,7 @@ fn import_supported(name: &str) -> bool {
 }
 
 /// Bytes of each linear memory kept mapped between instances (see [`engine`]).
-const KEEP_RESIDENT: usize = 1 << 20;
+const KEEP_RESIDENT: usize = 512 << 10;
 
 fn engine(limits: &Limits) -> Result<Engine> {
     let mut pool = wasmtime::PoolingAllocationConfig::default();
