@@ -178,38 +178,6 @@ async fn sweep(h: &Host, f: &Fixture) {
     );
 }
 
-/// The whole trail (paged).
-async fn audit_export(h: &Host, f: &Fixture) -> String {
-    let mut out = String::new();
-    let mut after = 0u64;
-    loop {
-        let r = h
-            .get_as(
-                &format!("/v1/audit?after={after}&limit=500"),
-                &f.admin_token,
-            )
-            .await
-            .expect(200);
-        let ct = r
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        assert!(ct.starts_with("application/x-ndjson"), "content-type {ct}");
-        let text = r.text();
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        if lines.is_empty() {
-            return out;
-        }
-        for l in &lines {
-            out.push_str(l);
-            out.push('\n');
-        }
-        let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
-        after = last["seq"].as_u64().unwrap();
-    }
-}
-
 fn records(export: &str) -> Vec<Value> {
     export
         .lines()
@@ -786,7 +754,7 @@ async fn failed_callback_is_retried_by_the_sweep_with_the_same_event() {
     sweep(&h, &f).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(f.callbacks_for(&id).len(), 2);
-    let recs = records(&audit_export(&h, &f).await);
+    let recs = records(&f.audit_export(&h).await);
     assert!(count(&recs, "callback.failed", &id) >= 1);
     assert_eq!(count(&recs, "callback.delivered", &id), 1);
 }
@@ -1023,7 +991,7 @@ async fn hundred_concurrent_votes(f: &Fixture, hosts: &[Arc<Host>]) {
         f.callbacks.hits()
     );
 
-    let export = audit_export(h0, f).await;
+    let export = f.audit_export(h0).await;
     let recs = records(&export);
     assert_eq!(count(&recs, "action.approved", &id), 1, "one decision");
     assert_eq!(count(&recs, "grant.issued", &id), 1, "one grant");
@@ -1104,7 +1072,7 @@ async fn audit_export_verifies_and_tampering_is_located() {
         .await
         .expect(200);
 
-    let export = audit_export(&h, &f).await;
+    let export = f.audit_export(&h).await;
     let recs = records(&export);
     assert!(recs.len() >= 8, "a short trail: {export}");
     for (i, r) in recs.iter().enumerate() {
@@ -1136,7 +1104,7 @@ async fn audit_export_verifies_and_tampering_is_located() {
     head.verify(&keys).expect("the head is signed");
     // The trail may have grown since the export (callback records): the export is a prefix.
     assert!(head.seq >= recs.len() as u64);
-    let export = audit_export(&h, &f).await;
+    let export = f.audit_export(&h).await;
     let recs = records(&export);
     let last = recs.last().unwrap();
     if last["seq"] == head.seq {
@@ -1265,7 +1233,7 @@ async fn audit_routes_need_the_admin_token_and_good_parameters() {
             .await;
         assert_problem_shape(&r, path);
     }
-    let export = audit_export(&h, &f).await;
+    let export = f.audit_export(&h).await;
     assert!(
         !export.contains("action.forged"),
         "a forged record got in:\n{export}"

@@ -36,14 +36,7 @@ async fn setup() -> Env {
     require_wasm("slack");
     f.add_identities("slack", &SLACK_IDS);
     let slack = FakeSlack::start().await;
-    let h = f
-        .host()
-        .env("SPIN_VARIABLE_SLACK_BOT_TOKEN", BOT_TOKEN)
-        .env("SPIN_VARIABLE_SLACK_SIGNING_SECRET", SIGNING_SECRET)
-        .env("SPIN_VARIABLE_SLACK_CHANNEL", CHANNEL)
-        .env("SPIN_VARIABLE_SLACK_API_BASE", &slack.api_base())
-        .start()
-        .await;
+    let h = slack.configure(f.host()).start().await;
     Env { f, h, slack }
 }
 

@@ -60,28 +60,13 @@ async fn setup(with_slack: bool) -> Env {
         .collect();
     f.add_identities("teams", &ids);
     let teams = FakeTeams::start().await;
-    let mut b = f
-        .host()
-        .env("SPIN_VARIABLE_TEAMS_APP_ID", APP_ID)
-        .env("SPIN_VARIABLE_TEAMS_APP_PASSWORD", APP_PASSWORD)
-        .env("SPIN_VARIABLE_TEAMS_TENANT_ID", TENANT)
-        .env("SPIN_VARIABLE_TEAMS_SERVICE_URL", &teams.service_url())
-        .env("SPIN_VARIABLE_TEAMS_CONVERSATION_ID", CONVERSATION)
-        .env("SPIN_VARIABLE_TEAMS_OPENID_URL", &teams.openid_url())
-        .env("SPIN_VARIABLE_TEAMS_TOKEN_URL", &teams.base());
+    let mut b = teams.configure(f.host());
     let mut slack = None;
     if with_slack {
         require_wasm("slack");
         f.add_identities("slack", &[("bob", "\"T1/UBOB\"")]);
         let s = fake_slack::FakeSlack::start().await;
-        b = b
-            .env("SPIN_VARIABLE_SLACK_BOT_TOKEN", fake_slack::BOT_TOKEN)
-            .env(
-                "SPIN_VARIABLE_SLACK_SIGNING_SECRET",
-                fake_slack::SIGNING_SECRET,
-            )
-            .env("SPIN_VARIABLE_SLACK_CHANNEL", fake_slack::CHANNEL)
-            .env("SPIN_VARIABLE_SLACK_API_BASE", &s.api_base());
+        b = s.configure(b);
         slack = Some(s);
     }
     let h = b.start().await;
@@ -130,27 +115,7 @@ async fn with_card(dataset: &str, callback: bool) -> (Env, Card) {
 
 /// An activity of `kind` from `aad` of `tenant` about `card`, carrying `value`.
 fn activity(e: &Env, kind: &str, card: &Card, tenant: &str, aad: &str, value: Value) -> Value {
-    let mut a = json!({
-        "type": kind,
-        "id": format!("f:{}", hex::encode(shared::canon::random_bytes::<8>().unwrap())),
-        "timestamp": Timestamp::now().to_rfc3339(),
-        "channelId": "msteams",
-        "serviceUrl": e.teams.service_url(),
-        "from": {"id": format!("29:1{aad}"), "name": "Someone", "aadObjectId": aad},
-        "recipient": {"id": format!("28:{APP_ID}"), "name": "countersign"},
-        "conversation": {"id": CONVERSATION, "conversationType": "channel", "tenantId": tenant,
-                         "isGroup": true},
-        "channelData": {"tenant": {"id": tenant}},
-        "replyToId": card.activity,
-        "locale": "en-US",
-        "value": value,
-    });
-    if kind == "invoke" {
-        a["name"] = json!("adaptiveCard/action");
-    } else {
-        a["text"] = json!("");
-    }
-    a
+    e.teams.activity(kind, &card.activity, tenant, aad, value)
 }
 
 /// An Action.Execute click (an `invoke` activity).
@@ -169,13 +134,7 @@ fn submit(e: &Env, card: &Card, aad: &str, decision: &str) -> Value {
 
 /// Sends `activity` to the bot's messaging endpoint with `Authorization: Bearer <token>`.
 async fn send(e: &Env, activity: &Value, token: Option<&str>) -> Resp {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("content-type", "application/json")];
-    if let Some(a) = &auth {
-        headers.push(("authorization", a.as_str()));
-    }
-    let body = Bytes::from(activity.to_string());
-    e.h.request(Method::POST, "/v1/teams/messages", body, &headers)
+    e.h.call(Method::POST, "/v1/teams/messages", token, Some(activity))
         .await
 }
 

@@ -378,14 +378,43 @@ impl Fixture {
         }
     }
 
+    /// The whole audit trail (paged), as exported: NDJSON, one record a line.
+    pub async fn audit_export(&self, h: &Host) -> String {
+        let mut out = String::new();
+        let mut after = 0u64;
+        loop {
+            let r = h
+                .get_as(
+                    &format!("/v1/audit?after={after}&limit=500"),
+                    &self.admin_token,
+                )
+                .await
+                .expect(200);
+            let ct = r
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            assert!(ct.starts_with("application/x-ndjson"), "content-type {ct}");
+            let text = r.text();
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            if lines.is_empty() {
+                return out;
+            }
+            for l in &lines {
+                out.push_str(l);
+                out.push('\n');
+            }
+            let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+            after = last["seq"].as_u64().unwrap();
+        }
+    }
+
     /// The audit trail's records, parsed.
     pub async fn audit_records(&self, h: &Host) -> Vec<Value> {
-        let r = h
-            .get_as("/v1/audit?after=0&limit=500", &self.admin_token)
-            .await;
-        let text = r.expect(200).text();
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
+        let export = self.audit_export(h).await;
+        export
+            .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }

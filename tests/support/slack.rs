@@ -89,6 +89,14 @@ impl FakeSlack {
         FakeSlack { port, state, task }
     }
 
+    /// Points a host's Slack channel at this stand-in (bot token, signing secret, channel).
+    pub fn configure(&self, b: super::HostBuilder) -> super::HostBuilder {
+        b.env("SPIN_VARIABLE_SLACK_BOT_TOKEN", BOT_TOKEN)
+            .env("SPIN_VARIABLE_SLACK_SIGNING_SECRET", SIGNING_SECRET)
+            .env("SPIN_VARIABLE_SLACK_CHANNEL", CHANNEL)
+            .env("SPIN_VARIABLE_SLACK_API_BASE", &self.api_base())
+    }
+
     pub fn api_base(&self) -> String {
         format!("http://127.0.0.1:{}/api", self.port)
     }

@@ -158,6 +158,55 @@ impl FakeTeams {
         fake
     }
 
+    /// Points a host's Teams channel at this stand-in (app, tenant, conversation, URLs).
+    pub fn configure(&self, b: super::HostBuilder) -> super::HostBuilder {
+        b.env("SPIN_VARIABLE_TEAMS_APP_ID", APP_ID)
+            .env("SPIN_VARIABLE_TEAMS_APP_PASSWORD", APP_PASSWORD)
+            .env("SPIN_VARIABLE_TEAMS_TENANT_ID", TENANT)
+            .env("SPIN_VARIABLE_TEAMS_SERVICE_URL", &self.service_url())
+            .env("SPIN_VARIABLE_TEAMS_CONVERSATION_ID", CONVERSATION)
+            .env("SPIN_VARIABLE_TEAMS_OPENID_URL", &self.openid_url())
+            .env("SPIN_VARIABLE_TEAMS_TOKEN_URL", &self.base())
+    }
+
+    /// An activity of `kind` (`invoke` or `message`) from `aad` of `tenant` in the conversation,
+    /// replying to activity `reply_to` and carrying `value`, as Teams sends it to the bot.
+    pub fn activity(
+        &self,
+        kind: &str,
+        reply_to: &str,
+        tenant: &str,
+        aad: &str,
+        value: Value,
+    ) -> Value {
+        let mut a = json!({
+            "type": kind,
+            "id": format!("f:{}", hex::encode(shared::canon::random_bytes::<8>().unwrap())),
+            "timestamp": Timestamp::now().to_rfc3339(),
+            "channelId": "msteams",
+            "serviceUrl": self.service_url(),
+            "from": {"id": format!("29:1{aad}"), "name": "Someone", "aadObjectId": aad},
+            "recipient": {"id": format!("28:{APP_ID}"), "name": "countersign"},
+            "conversation": {"id": CONVERSATION, "conversationType": "channel", "tenantId": tenant,
+                             "isGroup": true},
+            "channelData": {"tenant": {"id": tenant}},
+            "replyToId": reply_to,
+            "locale": "en-US",
+            "value": value,
+        });
+        if kind == "invoke" {
+            a["name"] = json!("adaptiveCard/action");
+        } else {
+            a["text"] = json!("");
+        }
+        a
+    }
+
+    /// The access tokens the token endpoint issued.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state.issued.lock().unwrap().iter().cloned().collect()
+    }
+
     /// Where the component gets its tokens (`teams_token_url`: it appends the tenant's path).
     pub fn base(&self) -> String {
         self.state.base.clone()
