@@ -232,9 +232,6 @@ struct Entry {
 /// `audit:sealed`: a hint of the last sealed number (it may lag or even step back when two
 /// sealers write it out of order; readers scan forward from it).
 const SEALED_KEY: &str = "audit:sealed";
-/// `audit:stall` = `<seq>@<unix>`: since when the first unsealed number has been stuck (what
-/// [`AuditLog::recover`] measures the gap timeout against).
-const STALL_KEY: &str = "audit:stall";
 
 pub fn entry_key(seq: u64) -> String {
     format!("audit:entry:{seq}")
@@ -422,52 +419,52 @@ impl<K: Kv> AuditLog<K> {
         self.kv.delete(&entry_key(seq))
     }
 
-    /// Repairs a chain stuck at its first unsealed number for longer than the gap timeout (the
-    /// sweep calls this): a number claimed but never written gets an `audit.gap` record, an
-    /// entry whose sealer died is sealed. Then seals what follows. Returns the first unsealed
-    /// number.
+    /// Repairs a chain stuck at its first unsealed number (the sweep calls this), when what
+    /// waits behind it has waited for the gap timeout: a number claimed but never written gets
+    /// an `audit.gap` record, an entry whose sealer died is sealed again. The wait is read from
+    /// the entries themselves (the stuck one's, or the first later one's `ts`: that number was
+    /// claimed before it), so one sweep repairs every old hole in a row. Returns the first
+    /// unsealed number.
     pub fn recover(&self, now: Timestamp, key: &SigningKey) -> Result<u64> {
-        let seq = self.advance(key)?;
-        let counter = u64::try_from(self.kv.increment(SEQ_KEY, 0)?).unwrap_or(0);
-        if seq > counter {
-            return Ok(seq);
-        }
-        let stalled_since = self.kv.get(STALL_KEY)?.and_then(|b| {
-            let text = String::from_utf8(b).ok()?;
-            let (s, at) = text.split_once('@')?;
-            (s.parse::<u64>().ok()? == seq).then(|| at.parse::<i64>().ok())?
-        });
-        let Some(since) = stalled_since else {
-            self.kv
-                .set(STALL_KEY, format!("{seq}@{}", now.unix()).as_bytes())?;
-            return Ok(seq);
-        };
-        if now.unix() - since < self.gap_timeout.as_secs() as i64 {
-            return Ok(seq);
-        }
-        let (_, prev) = self.frontier()?;
-        let entry = match self.entry(seq)? {
-            Some(e) => e,
-            None => {
-                let gap = Entry {
-                    ts: now,
-                    event: AuditEvent::new(
-                        GAP_TYPE,
-                        None,
-                        "countersign",
-                        serde_json::json!({"reason": "sequence number claimed but not written in time"}),
-                    ),
-                };
-                // The appender claimed its entry but died before writing it: one refiller.
-                let mine = self.claim(&entry_claim_key(seq))?
-                    || self.claim(&format!("{}:refill", entry_claim_key(seq)))?;
-                if !mine {
-                    return Ok(seq);
-                }
-                gap
+        for _ in 0..1000 {
+            let seq = self.advance(key)?;
+            let ks: Vec<String> = (seq..seq + 32).map(entry_key).collect();
+            let waiting = self.kv.get_many(&ks)?;
+            let oldest = waiting
+                .iter()
+                .flatten()
+                .find_map(|b| serde_json::from_slice::<Entry>(b).ok().map(|e| e.ts));
+            let Some(since) = oldest else {
+                // Nothing waits behind this number: nothing to repair.
+                return Ok(seq);
+            };
+            if now.unix() - since.unix() < self.gap_timeout.as_secs() as i64 {
+                return Ok(seq);
             }
-        };
-        self.seal_entry(seq, &entry, &prev, key)?;
+            let (_, prev) = self.frontier()?;
+            let entry = match self.entry(seq)? {
+                Some(e) => e,
+                None => {
+                    // The appender claimed the number but died before writing it: one filler
+                    // (the entry claim, or the refill claim when the appender won that).
+                    let mine = self.claim(&entry_claim_key(seq))?
+                        || self.claim(&format!("{}:refill", entry_claim_key(seq)))?;
+                    if !mine {
+                        return Ok(seq);
+                    }
+                    Entry {
+                        ts: now,
+                        event: AuditEvent::new(
+                            GAP_TYPE,
+                            None,
+                            "countersign",
+                            serde_json::json!({"reason": "sequence number claimed but not written in time"}),
+                        ),
+                    }
+                }
+            };
+            self.seal_entry(seq, &entry, &prev, key)?;
+        }
         self.advance(key)
     }
 
@@ -1055,10 +1052,11 @@ mod tests {
         assert!(r.ok(), "{:?}", r.broken);
     }
 
-    /// Runs the sweep's repair at `t0` (noticing the stall), just before and at the timeout.
+    /// Runs the sweep's repair just before the 5 s timeout (nothing changes) and at it, for
+    /// entries appended at `t0`.
     fn recover_after_timeout(log: &AuditLog<&MemoryKv>, k: &SigningKey, t0: i64) -> u64 {
-        log.recover(Timestamp(t0), k).unwrap();
-        log.recover(Timestamp(t0 + 4), k).unwrap();
+        let stuck = log.recover(Timestamp(t0 + 4), k).unwrap();
+        assert_eq!(log.recover(Timestamp(t0 + 4), k).unwrap(), stuck);
         log.recover(Timestamp(t0 + 5), k).unwrap()
     }
 
@@ -1075,10 +1073,10 @@ mod tests {
         assert_eq!(log.append(&ev(3), Timestamp(11), &k).unwrap(), 3);
         assert_eq!(types(&log).len(), 1);
         assert_eq!(log.last().unwrap().unwrap().seq, 1);
-        // The sweep repairs the hole once it has been stuck for the gap timeout.
-        log.recover(Timestamp(20), &k).unwrap();
-        assert_eq!(log.recover(Timestamp(24), &k).unwrap(), 2);
-        assert_eq!(log.recover(Timestamp(25), &k).unwrap(), 4);
+        // The sweep repairs the hole once what waits behind it (appended at 11) has waited for
+        // the gap timeout.
+        assert_eq!(log.recover(Timestamp(15), &k).unwrap(), 2);
+        assert_eq!(log.recover(Timestamp(16), &k).unwrap(), 4);
         assert_eq!(
             types(&log),
             ["action.requested", GAP_TYPE, "action.requested"]
@@ -1098,7 +1096,7 @@ mod tests {
         assert_eq!(kv.increment(SEQ_KEY, 1).unwrap(), 2);
         assert_eq!(kv.increment(&entry_claim_key(2), 1).unwrap(), 1);
         log.append(&ev(3), Timestamp(11), &k).unwrap();
-        assert_eq!(recover_after_timeout(&log, &k, 20), 4);
+        assert_eq!(recover_after_timeout(&log, &k, 11), 4);
         assert_eq!(types(&log).len(), 3);
         verifies(&log, &k);
     }
@@ -1113,11 +1111,37 @@ mod tests {
         assert_eq!(kv.increment(&claim_key(2), 1).unwrap(), 1);
         log.append_all(&[ev(2), ev(3)], Timestamp(11), &k).unwrap();
         assert_eq!(types(&log).len(), 1);
-        assert_eq!(recover_after_timeout(&log, &k, 20), 4);
+        assert_eq!(recover_after_timeout(&log, &k, 11), 4);
         assert_eq!(types(&log), ["action.requested"; 3]);
         verifies(&log, &k);
         // Nothing stuck: recover changes nothing.
         assert_eq!(log.recover(Timestamp(100), &k).unwrap(), 4);
+    }
+
+    #[test]
+    fn one_sweep_repairs_every_old_hole() {
+        let kv = MemoryKv::new();
+        let k = key();
+        let log = AuditLog::new(&kv).with_gap_timeout(Duration::from_secs(5));
+        for t in 0..3 {
+            // A dead appender's number, then a live one's event behind it.
+            kv.increment(SEQ_KEY, 1).unwrap();
+            log.append(&ev(t), Timestamp(10 + t as i64), &k).unwrap();
+        }
+        assert!(types(&log).is_empty());
+        assert_eq!(log.recover(Timestamp(20), &k).unwrap(), 7);
+        assert_eq!(
+            types(&log),
+            [
+                GAP_TYPE,
+                "action.requested",
+                GAP_TYPE,
+                "action.requested",
+                GAP_TYPE,
+                "action.requested"
+            ]
+        );
+        verifies(&log, &k);
     }
 
     #[test]
