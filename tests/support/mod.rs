@@ -431,12 +431,40 @@ impl Host {
 
     /// Sends SIGTERM (graceful shutdown).
     pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Sends SIGKILL: the process dies wherever it is, as in a crash.
+    pub fn kill(&self) {
+        self.signal("-KILL");
+    }
+
+    fn signal(&self, which: &str) {
         let status = Command::new("kill")
-            .arg("-TERM")
+            .arg(which)
             .arg(self.child.id().to_string())
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill {which} failed");
+    }
+
+    /// A POST of JSON with a bearer token that may fail: `None` when no answer came (the host
+    /// is gone), for load that outlives a crash.
+    pub async fn try_post_json(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> Option<Resp> {
+        let req = hyper::Request::post(self.url(path))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
+            .expect("build request");
+        match tokio::time::timeout(REQUEST_TIMEOUT, try_send(&self.client, req)).await {
+            Ok(Ok(resp)) => Some(resp),
+            _ => None,
+        }
     }
 
     /// Waits for the process to exit; panics after `timeout`.
