@@ -920,63 +920,66 @@ async fn approver_lists_reviews_and_the_review_webhook_gets_each_signed() {
 // ---------------------------------------------------------------------------------------------
 // Exactly once under concurrency
 
-/// 100 distinct people approve one quorum-2 request at once, spread over `hosts`: one
-/// decision, one grant, one callback.
-async fn hundred_concurrent_votes(f: &Fixture, hosts: &[Arc<Host>]) {
+/// 1,000 votes at once on 100 quorum-2 requests (10 distinct people each), spread over
+/// `hosts`: per request one decision, one grant, one callback.
+async fn thousand_concurrent_votes(f: &Fixture, hosts: &[Arc<Host>]) {
+    const REQUESTS: usize = 100;
+    const VOTERS: usize = 10;
     let h0 = &hosts[0];
-    let body = json!({"action": "deploy.release", "resource": {"type": "Service", "id": "api"},
-                      "callback_url": f.callback_url("etl-bot", "release")});
-    let id = pending(h0, f, &body).await;
-    let votes = (1..=100).map(|i| {
-        let h = hosts[i % hosts.len()].clone();
-        let token = f.token(&crowd_member(i)).to_string();
-        let id = id.clone();
-        async move {
-            let r = h
-                .post_as(
-                    &format!("/v1/actions/{id}/decision"),
-                    &token,
-                    &json!({"decision": "approve"}),
-                )
-                .await;
-            (r.status.as_u16(), r.text())
-        }
+    let bodies: Vec<Value> = (0..REQUESTS)
+        .map(|r| {
+            json!({"action": "deploy.release", "resource": {"type": "Service", "id": format!("api-{r}")},
+                   "callback_url": f.callback_url("etl-bot", &format!("release-{r}"))})
+        })
+        .collect();
+    let ids = join_all(bodies.iter().map(|b| pending(h0, f, b))).await;
+    let votes = ids.iter().enumerate().flat_map(|(r, id)| {
+        (0..VOTERS).map(move |j| {
+            let h = hosts[(r + j) % hosts.len()].clone();
+            let token = f
+                .token(&crowd_member(1 + (r * VOTERS + j) % 100))
+                .to_string();
+            let path = format!("/v1/actions/{id}/decision");
+            async move {
+                let r = h
+                    .post_as(&path, &token, &json!({"decision": "approve"}))
+                    .await;
+                (r.status.as_u16(), r.text())
+            }
+        })
     });
     let answers = join_all(votes).await;
-    let mut approved_answers = 0;
+    assert_eq!(answers.len(), REQUESTS * VOTERS);
     for (status, text) in &answers {
         assert!(
             *status == 200 || *status == 409,
             "a concurrent vote answered {status}: {text}"
         );
-        if *status == 200 {
-            approved_answers += 1;
+    }
+
+    let mut grants = Vec::new();
+    for id in &ids {
+        let got = view(h0, f, id).await;
+        assert_eq!(got["status"], "approved", "{got}");
+        let voters: BTreeSet<&str> = got["votes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["approver"].as_str().unwrap())
+            .collect();
+        assert!(voters.len() >= 2, "{got}");
+        let grant = got["grant"].as_str().unwrap().to_string();
+        for h in &hosts[1..] {
+            assert_eq!(view(h, f, id).await["grant"], grant.as_str(), "one grant");
         }
-    }
-    assert!(approved_answers >= 2, "at least the quorum was counted");
-
-    let got = view(h0, f, &id).await;
-    assert_eq!(got["status"], "approved", "{got}");
-    let voters: BTreeSet<&str> = got["votes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["approver"].as_str().unwrap())
-        .collect();
-    assert!(voters.len() >= 2, "{got}");
-    let grant = got["grant"].as_str().unwrap().to_string();
-    for h in hosts {
+        let cb = callback_of(f, id).await;
         assert_eq!(
-            view(h, f, &id).await["grant"],
-            grant.as_str(),
-            "every host shows one grant"
+            (&cb["status"], &cb["grant"]),
+            (&json!("approved"), &json!(grant))
         );
+        grants.push(grant);
     }
-
-    // Let the sweeps of every host run: still one callback.
-    let cb = callback_of(f, &id).await;
-    assert_eq!(cb["status"], "approved");
-    assert_eq!(cb["grant"], grant.as_str());
+    // Let the sweeps of every host run: still one callback each.
     for h in hosts {
         sweep(h, f).await;
     }
@@ -984,52 +987,52 @@ async fn hundred_concurrent_votes(f: &Fixture, hosts: &[Arc<Host>]) {
     for h in hosts {
         sweep(h, f).await;
     }
-    assert_eq!(
-        f.callbacks_for(&id).len(),
-        1,
-        "callbacks: {:?}",
-        f.callbacks.hits()
-    );
-
     let export = f.audit_export(h0).await;
     let recs = records(&export);
-    assert_eq!(count(&recs, "action.approved", &id), 1, "one decision");
-    assert_eq!(count(&recs, "grant.issued", &id), 1, "one grant");
-    assert_eq!(
-        count(&recs, "callback.delivered", &id),
-        1,
-        "one callback delivered"
-    );
-    assert!(count(&recs, "vote.cast", &id) >= 2);
+    for id in &ids {
+        assert_eq!(f.callbacks_for(id).len(), 1, "callbacks of {id}");
+        assert_eq!(
+            count(&recs, "action.approved", id),
+            1,
+            "one decision of {id}"
+        );
+        assert_eq!(count(&recs, "grant.issued", id), 1, "one grant of {id}");
+        assert_eq!(
+            count(&recs, "callback.delivered", id),
+            1,
+            "one callback of {id}"
+        );
+        assert!(count(&recs, "vote.cast", id) >= 2);
+    }
     assert_trail_intact(h0, &export).await;
 
-    // The grant is good once.
-    let ok = verify_grant(h0, &verify_body(&grant, &body))
+    // A grant is good once.
+    let ok = verify_grant(h0, &verify_body(&grants[0], &bodies[0]))
         .await
         .expect(200)
         .json();
     assert_eq!(ok["valid"], true);
     let last = hosts.last().unwrap();
     assert_problem(
-        &verify_grant(last, &verify_body(&grant, &body)).await,
+        &verify_grant(last, &verify_body(&grants[0], &bodies[0])).await,
         409,
         "second use",
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hundred_concurrent_votes_yield_one_decision_on_sqlite() {
+async fn thousand_concurrent_votes_on_a_hundred_requests_on_sqlite() {
     let f = Fixture::new(Options {
         crowd: 100,
         redis_db: None,
     })
     .await;
     let h = Arc::new(f.start().await);
-    hundred_concurrent_votes(&f, &[h]).await;
+    thousand_concurrent_votes(&f, &[h]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hundred_concurrent_votes_yield_one_decision_on_redis_with_two_hosts() {
+async fn thousand_concurrent_votes_on_a_hundred_requests_on_redis_with_two_hosts() {
     let f = Fixture::new(Options {
         crowd: 100,
         redis_db: Some(11),
@@ -1037,7 +1040,7 @@ async fn hundred_concurrent_votes_yield_one_decision_on_redis_with_two_hosts() {
     .await;
     let a = Arc::new(f.start().await);
     let b = Arc::new(f.start().await);
-    hundred_concurrent_votes(&f, &[a, b]).await;
+    thousand_concurrent_votes(&f, &[a, b]).await;
 }
 
 // ---------------------------------------------------------------------------------------------
