@@ -1,7 +1,11 @@
-//! Faults (issue 7): `kill -9` of the host under a steady load of new requests and votes, ten
-//! times, restarting it on the same state each time. Afterwards every request that was answered
-//! 200/202 is still there with its audit records, no request was decided twice, and the audit
-//! chain verifies end to end (after the sweep has repaired what the killed appenders left).
+//! Faults (issue 7):
+//! - `kill -9` of the host under a steady load of new requests and votes, ten times, restarting
+//!   it on the same state each time (SQLite), or killing one of two hosts on one Redis.
+//!   Afterwards every request that was answered 200/202 is still there with its audit records,
+//!   no request was decided twice, and the audit chain verifies end to end (after the sweep has
+//!   repaired what the killed appenders left).
+//! - Redis killed and restarted while a host serves (a redis-server of the test's own): answers
+//!   are 5xx problem details meanwhile, serving resumes by itself, nothing is half-written.
 
 mod support;
 
@@ -232,4 +236,145 @@ async fn killed_host_of_two_on_redis_loses_nothing() {
     let state = f.dir.path().join("victim");
     let accepted = crash_rounds(&f, &state, Some(survivor.clone())).await;
     nothing_lost_nothing_twice(&f, &survivor, &accepted).await;
+}
+
+/// A redis-server of the test's own (not the shared one), persisting every write (AOF, fsync
+/// always), so that it can be killed and restarted on the same port and data.
+struct PrivateRedis {
+    port: u16,
+    dir: TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    async fn start() -> PrivateRedis {
+        let mut r = PrivateRedis {
+            port: free_port(),
+            dir: TempDir::new("redis"),
+            child: None,
+        };
+        r.restart().await;
+        r
+    }
+
+    async fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server) runs");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        let up = eventually(Duration::from_secs(10), || async {
+            std::net::TcpStream::connect(&addr).ok().map(|_| ())
+        })
+        .await;
+        assert!(up.is_some(), "redis-server did not start on {addr}");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn runtime_config(&self, f: &Fixture) -> std::path::PathBuf {
+        f.dir.write(
+            "runtime-config-private-redis.toml",
+            &format!(
+                "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\n",
+                self.port
+            ),
+        )
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_fails_cleanly_and_serving_resumes() {
+    let mut redis = PrivateRedis::start().await;
+    let f = Fixture::new(Options::default()).await;
+    let h = f
+        .host()
+        .runtime_config(redis.runtime_config(&f))
+        .start()
+        .await;
+    let agent = f.token("etl-bot").to_string();
+    let before_routine = h
+        .post_as("/v1/actions", &agent, &routine_body(1))
+        .await
+        .expect(200)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before_pending = f
+        .pending(&h, "etl-bot", &export_body("restart", None))
+        .await;
+
+    // Redis goes away: every answer is a problem (5xx), promptly; nothing is accepted.
+    redis.kill();
+    for n in 3..6 {
+        let body = if n % 2 == 0 {
+            routine_body(n)
+        } else {
+            release_body(&f, n)
+        };
+        let r = h
+            .try_post_json("/v1/actions", &agent, &body)
+            .await
+            .expect("an answer, not a hang, while Redis is down");
+        assert_problem_class(&r, 5, "request while Redis is down");
+        let path = format!("/v1/actions/{before_pending}");
+        assert_problem_class(
+            &h.get_as(&path, &agent).await,
+            5,
+            "read while Redis is down",
+        );
+    }
+
+    // Redis is back: serving resumes by itself, and what was accepted before is there.
+    redis.restart().await;
+    let resumed = eventually(Duration::from_secs(15), || async {
+        let r = h
+            .try_post_json("/v1/actions", &agent, &routine_body(99))
+            .await?;
+        (r.status.as_u16() == 200).then_some(())
+    })
+    .await;
+    assert!(
+        resumed.is_some(),
+        "no routine decision within 15 s of Redis coming back"
+    );
+    assert_eq!(f.status_of(&h, &before_routine).await, "allowed");
+    assert_eq!(f.status_of(&h, &before_pending).await, "pending");
+    f.decide(&h, &before_pending, "bob", &json!({"decision": "approve"}))
+        .await
+        .expect(200);
+    // Nothing half-written: the trail verifies end to end (after the sweep's repairs).
+    f.sweep_until(&h, Duration::from_secs(12), || None::<()>)
+        .await;
+    let export = f.audit_export(&h).await;
+    let jwks = Jwks::parse(&h.get("/v1/keys").await.expect(200).text()).unwrap();
+    let report = verify_export(&export, &jwks.ed25519_keys(), VerifyOptions::default());
+    assert!(report.ok(), "{:?}", report.broken);
+    for id in [&before_routine, &before_pending] {
+        assert!(export.contains(id.as_str()), "{id} lost from the trail");
+    }
 }

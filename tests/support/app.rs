@@ -538,10 +538,16 @@ pub fn assert_problem(r: &Resp, status: u16, what: &str) -> Value {
 /// Asserts the answer is problem details for a 4xx (whichever).
 #[track_caller]
 pub fn assert_problem_shape(r: &Resp, what: &str) -> Value {
+    assert_problem_class(r, 4, what)
+}
+
+/// Asserts the answer is problem details with a status of `class`xx (4 or 5).
+#[track_caller]
+pub fn assert_problem_class(r: &Resp, class: u16, what: &str) -> Value {
     let s = r.status.as_u16();
     assert!(
-        (400..500).contains(&s),
-        "{what}: expected a 4xx, got {s}: {}",
+        s / 100 == class,
+        "{what}: expected a {class}xx, got {s}: {}",
         r.text()
     );
     let ct = r
