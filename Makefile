@@ -8,7 +8,7 @@ COMPONENTS := -p intake -p policy -p decision -p audit -p slack -p teams -p prob
 NATIVE     := -p countersign -p countersign-kv -p countersign-shared -p countersign-tests
 BIN        := target/release/countersign
 
-.PHONY: setup build up test lint fmt bench clean
+.PHONY: setup build up test lint fmt bench fuzz clean
 
 setup:
 	rustup target add $(WASM)
@@ -32,6 +32,13 @@ lint: setup
 
 fmt:
 	$(CARGO) fmt --all
+
+# Every fuzz target briefly (FUZZ_SECONDS each; the long local run is 600). Needs a nightly
+# toolchain; installs cargo-fuzz when missing.
+FUZZ_SECONDS ?= 10
+fuzz:
+	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	sh scripts/fuzz.sh $(FUZZ_SECONDS)
 
 bench: build
 	$(CARGO) run --release -p countersign-bench -- --bin $(BIN)
