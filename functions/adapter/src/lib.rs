@@ -124,6 +124,42 @@ pub fn owner_of(agent: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Requests
 
+/// Reads an incoming request whole; one that cannot be read is answered 400.
+pub async fn read_incoming(
+    incoming: spin_sdk::http::IncomingRequest,
+) -> std::result::Result<Request, Response> {
+    use spin_sdk::http::conversions::TryFromIncomingRequest;
+    Request::try_from_incoming_request(incoming)
+        .await
+        .map_err(|_| problem_response(400, "malformed", "the request could not be read"))
+}
+
+/// The routes every chat channel (slack, teams) serves.
+pub enum ChatRoute {
+    /// `POST` on the platform's public endpoint.
+    Platform,
+    /// `POST /internal/notify` by service chaining: post the review card.
+    Notify,
+    /// `POST /internal/update` by service chaining: redraw the request's cards.
+    Update,
+    /// Anything else, already answered (405 on the platform endpoint, else 404).
+    Other(Response),
+}
+
+/// Which chat route `req` is, `public` being the platform's endpoint.
+pub fn chat_route(req: &Request, public: &str) -> ChatRoute {
+    let post = matches!(req.method(), Method::Post);
+    match req.path() {
+        p if p == public && post => ChatRoute::Platform,
+        p if p == public => {
+            ChatRoute::Other(problem_response(405, "method_not_allowed", "use POST"))
+        }
+        "/internal/notify" if post && is_internal(req) => ChatRoute::Notify,
+        "/internal/update" if post && is_internal(req) => ChatRoute::Update,
+        _ => ChatRoute::Other(not_found()),
+    }
+}
+
 /// The path without the query.
 pub fn path(req: &Request) -> &str {
     req.path()

@@ -22,17 +22,14 @@ mod http;
 mod review;
 mod status;
 
-use adapter::{
-    audit_event, directory, is_internal, json_response, problem, problem_response, store,
-};
+use adapter::{audit_event, directory, json_response, problem, problem_response, store, ChatRoute};
 use serde_json::json;
 use shared::model::Decision;
 use shared::slack::{self, Click};
 use shared::store::Kv;
 use shared::vote::{AnswerOutcome, VoteAnswer, VoteRequest};
 use shared::{Error, Result, Timestamp};
-use spin_sdk::http::conversions::TryFromIncomingRequest;
-use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
+use spin_sdk::http::{IncomingRequest, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 
 /// Work left for after the answer (Slack wants its 200 within 3 seconds).
@@ -46,12 +43,9 @@ enum Followup {
 
 #[http_component]
 async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
-    let (response, followup) = match Request::try_from_incoming_request(incoming).await {
+    let (response, followup) = match adapter::read_incoming(incoming).await {
         Ok(req) => route(&req).await,
-        Err(_) => (
-            problem_response(400, "malformed", "the request could not be read"),
-            Followup::None,
-        ),
+        Err(answer) => (answer, Followup::None),
     };
     adapter::respond(out, response).await;
     match followup {
@@ -68,23 +62,12 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
 }
 
 async fn route(req: &Request) -> (Response, Followup) {
-    let path = req.path().to_string();
-    let post = matches!(req.method(), Method::Post);
-    match path.as_str() {
-        "/v1/slack/interactions" if post => interaction(req).await,
-        "/internal/notify" | "/internal/update" if post && is_internal(req) => {
-            let r = if path == "/internal/notify" {
-                notify(req).await
-            } else {
-                update(req).await
-            };
-            (r.unwrap_or_else(|e| problem(&e)), Followup::None)
-        }
-        "/v1/slack/interactions" => (
-            problem_response(405, "method_not_allowed", "use POST"),
-            Followup::None,
-        ),
-        _ => (adapter::not_found(), Followup::None),
+    let internal = |r: Result<Response>| (r.unwrap_or_else(|e| problem(&e)), Followup::None);
+    match adapter::chat_route(req, "/v1/slack/interactions") {
+        ChatRoute::Platform => interaction(req).await,
+        ChatRoute::Notify => internal(notify(req).await),
+        ChatRoute::Update => internal(update(req).await),
+        ChatRoute::Other(answer) => (answer, Followup::None),
     }
 }
 

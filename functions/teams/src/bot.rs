@@ -106,13 +106,7 @@ pub fn update(
 ) -> Result<()> {
     let mut message = message.clone();
     message["id"] = Value::String(activity_id.to_string());
-    call(
-        kv,
-        "PUT",
-        &url(service_url, conversation, Some(activity_id))?,
-        &message,
-    )
-    .map(|_| ())
+    at_activity(kv, "PUT", service_url, conversation, activity_id, &message)
 }
 
 /// Replies to an activity in its conversation.
@@ -123,11 +117,18 @@ pub fn reply(
     activity_id: &str,
     message: &Value,
 ) -> Result<()> {
-    call(
-        kv,
-        "POST",
-        &url(service_url, conversation, Some(activity_id))?,
-        message,
-    )
-    .map(|_| ())
+    at_activity(kv, "POST", service_url, conversation, activity_id, message)
+}
+
+/// `method` on one activity's URL.
+fn at_activity(
+    kv: &impl Kv,
+    method: &str,
+    service_url: &str,
+    conversation: &str,
+    activity_id: &str,
+    message: &Value,
+) -> Result<()> {
+    let url = url(service_url, conversation, Some(activity_id))?;
+    call(kv, method, &url, message).map(|_| ())
 }
