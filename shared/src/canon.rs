@@ -22,6 +22,82 @@ pub fn jcs_string<T: Serialize>(value: &T) -> Result<String> {
     String::from_utf8(jcs(value)?).map_err(|e| Error::Crypto(e.to_string()))
 }
 
+/// Parses a JSON request body, refusing duplicate object keys at any depth (400, like any
+/// malformed JSON). serde_json keeps the last of duplicate keys, other parsers the first: a
+/// body that means one thing here and another to the agent, a proxy or a reviewer's tool is
+/// refused rather than guessed at. Nesting is bounded by serde_json's recursion limit (128).
+pub fn parse_json(body: &[u8]) -> Result<serde_json::Value> {
+    let value = serde_json::from_slice(body)?;
+    serde_json::from_slice::<NoDuplicateKeys>(body)?;
+    Ok(value)
+}
+
+/// Walks a JSON document and fails on the first object key seen twice in one object.
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self, A::Error> {
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key {key:?}"
+                )));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+            seen.insert(key);
+        }
+        Ok(self)
+    }
+}
+
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
@@ -166,6 +242,28 @@ mod tests {
             .unwrap(),
             jcs_string(&json!({"alpha":"a","zeta":1})).unwrap()
         );
+    }
+
+    #[test]
+    fn parse_json_refuses_duplicate_keys_at_any_depth() {
+        let ok = parse_json(br#"{"a":1,"b":{"a":[{"a":1},{"a":2}]},"c":[1,"x",null,true,1.5]}"#)
+            .unwrap();
+        assert_eq!(ok["b"]["a"][1]["a"], 2);
+        for body in [
+            &br#"{"action":"db.query","action":"db.drop"}"#[..],
+            br#"{"r":{"id":"a","type":"T","id":"b"}}"#,
+            br#"{"c":[{"x":1},{"k":{"y":1,"y":1}}]}"#,
+            // The same key once escaped.
+            br#"{"action":"a","\u0061ction":"b"}"#,
+        ] {
+            let e = parse_json(body).unwrap_err();
+            assert_eq!(e.status(), 400, "{e}");
+            assert!(e.to_string().contains("duplicate key"), "{e}");
+        }
+        // Malformed and too deeply nested JSON stay 400s, never a stack overflow.
+        assert_eq!(parse_json(b"{").unwrap_err().status(), 400);
+        assert_eq!(parse_json(&[b'['; 100_000]).unwrap_err().status(), 400);
+        assert_eq!(parse_json(b"\"\xff\"").unwrap_err().status(), 400);
     }
 
     #[test]

@@ -120,7 +120,7 @@ fn yes() -> bool {
 
 impl GrantVerifyRequest {
     pub fn parse(body: &[u8]) -> Result<GrantVerifyRequest> {
-        let v: Value = serde_json::from_slice(body)?;
+        let v: Value = crate::canon::parse_json(body)?;
         let Value::Object(o) = &v else {
             return Err(Error::invalid("body", "must be a JSON object"));
         };

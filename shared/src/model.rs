@@ -80,7 +80,7 @@ impl ActionRequest {
     /// Parses and validates a raw body. Bodies over [`MAX_BODY_BYTES`] should be refused (413)
     /// before this is called.
     pub fn parse(body: &[u8]) -> Result<ActionRequest> {
-        let value: Value = serde_json::from_slice(body)?;
+        let value: Value = crate::canon::parse_json(body)?;
         ActionRequest::from_value(value)
     }
 
@@ -440,7 +440,7 @@ pub struct DecisionBody {
 
 impl DecisionBody {
     pub fn parse(body: &[u8]) -> Result<DecisionBody> {
-        let v: Value = serde_json::from_slice(body)?;
+        let v: Value = crate::canon::parse_json(body)?;
         let Value::Object(o) = &v else {
             return Err(Error::invalid("body", "must be a JSON object"));
         };
@@ -850,6 +850,21 @@ mod tests {
             Err(Error::Invalid { field, .. }) => field,
             other => panic!("expected invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn bodies_with_duplicate_keys_are_malformed() {
+        let dup = [
+            &br#"{"action":"db.query","action":"db.drop","resource":{"type":"T","id":"x"}}"#[..],
+            br#"{"action":"a","resource":{"type":"T","id":"x","id":"y"}}"#,
+            br#"{"action":"a","resource":{"type":"T","id":"x"},"context":{"env":"dev","env":"prod"}}"#,
+        ];
+        for body in dup {
+            let e = ActionRequest::parse(body).unwrap_err();
+            assert_eq!(e.status(), 400, "{e}");
+        }
+        let e = DecisionBody::parse(br#"{"decision":"deny","decision":"approve"}"#).unwrap_err();
+        assert_eq!(e.status(), 400, "{e}");
     }
 
     #[test]
