@@ -152,7 +152,9 @@ pub fn chat_route(req: &Request, public: &str) -> ChatRoute {
     match req.path() {
         p if p == public && post => ChatRoute::Platform,
         p if p == public => {
-            ChatRoute::Other(problem_response(405, "method_not_allowed", "use POST"))
+            let mut r = problem_response(405, "method_not_allowed", "use POST");
+            r.set_header("allow", "POST");
+            ChatRoute::Other(r)
         }
         "/internal/notify" if post && is_internal(req) => ChatRoute::Notify,
         "/internal/update" if post && is_internal(req) => ChatRoute::Update,
