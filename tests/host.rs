@@ -24,6 +24,21 @@ async fn trivial_answers_ok() {
 }
 
 #[tokio::test]
+async fn component_exporting_wizer_initialize_starts_from_its_snapshot() {
+    let h = host().start().await;
+    for _ in 0..3 {
+        let r = h.get("/preinit").await.expect(200);
+        // The initialiser ran once, without network; every request still gets a fresh
+        // instance (calls=1) that starts from its snapshot and has the environment and files
+        // the manifest gives it.
+        assert_eq!(
+            r.text(),
+            "initialised network=false; request env=preinit files=true calls=1"
+        );
+    }
+}
+
+#[tokio::test]
 async fn exact_route_beats_wildcard() {
     let h = host().start().await;
     let r = h.get("/echo/exact").await.expect(200).json();

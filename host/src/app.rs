@@ -21,6 +21,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpView};
 use crate::manifest::{Manifest, RouteSpec};
 use crate::outbound::OutboundPolicy;
 use crate::outbound_hooks::OutboundHooks;
+use crate::preinit;
 use crate::router::{self, Matched, Router};
 use crate::runtime_config::{KeyValueStore, RuntimeConfig};
 use crate::state::{self, HostState};
@@ -168,14 +169,35 @@ fn compile(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> Result<Compon
             Err(e) => tracing::warn!("ignoring unusable cache entry {}: {e:#}", cached.display()),
         }
     }
-    let component = wt(Component::new(engine, &bytes))
+    let mut component = wt(Component::new(engine, &bytes))
         .with_context(|| format!("cannot compile {}", wasm_path.display()))?;
+    if preinit::wanted(&component) {
+        match pre_initialise(engine, bytes) {
+            Ok(c) => component = c,
+            Err(e) => tracing::warn!(
+                "{}: pre-initialisation failed, serving the component as built: {e:#}",
+                wasm_path.display()
+            ),
+        }
+    }
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("cannot create cache folder {}", cache_dir.display()))?;
     let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, component.serialize()?)?;
     std::fs::rename(&tmp, &cached)?;
     Ok(component)
+}
+
+/// Snapshots a component after its `wizer-initialize` (see [`preinit`]) and compiles that.
+/// Runs on the caller's runtime from inside `block_in_place`; a panic in wizer's accessors
+/// ends the task and becomes an error here.
+fn pre_initialise(engine: &Engine, wasm: Vec<u8>) -> Result<Component> {
+    let task = tokio::spawn(preinit::snapshot(engine.clone(), wasm));
+    let snapshot = tokio::runtime::Handle::current()
+        .block_on(task)
+        .context("the initialiser task failed")?;
+    let snapshot = wt(snapshot)?;
+    wt(Component::new(engine, &snapshot)).context("cannot compile the snapshot")
 }
 
 impl App {

@@ -5,6 +5,7 @@ mod cli;
 mod manifest;
 mod outbound;
 mod outbound_hooks;
+mod preinit;
 mod router;
 mod runtime_config;
 mod server;

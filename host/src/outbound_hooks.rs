@@ -23,7 +23,8 @@ pub struct OutboundHooks {
     pub component: usize,
 }
 
-type SendResult = Result<
+/// What a [`WasiHttpHooks::send_request`] future gives.
+pub type SendResult = Result<
     (
         http::Response<WasiBody>,
         Box<dyn Future<Output = Result<(), Error>> + Send>,

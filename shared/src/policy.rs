@@ -101,19 +101,31 @@ impl PolicyEngine {
         let mut ids = Vec::new();
         let mut meta = HashMap::new();
         for (n, p) in policies.into_iter().enumerate() {
-            let which = format!("policy #{} ({})", n + 1, first_line(&p.to_string()));
+            // Printing a policy costs as much as parsing it: only for an error.
+            let unnamed = || format!("policy #{} ({})", n + 1, first_line(&p.to_string()));
             for (k, _) in p.annotations() {
                 if !KNOWN_ANNOTATIONS.contains(&k) {
                     return Err(bad(format!(
-                        "{which}: unknown annotation @{k} (allowed: @{})",
+                        "{}: unknown annotation @{k} (allowed: @{})",
+                        unnamed(),
                         KNOWN_ANNOTATIONS.join(", @")
                     )));
                 }
             }
             let id = match p.annotation("id") {
                 Some(id) if !id.trim().is_empty() && id.len() <= 128 => id.to_string(),
-                Some(_) => return Err(bad(format!("{which}: @id must be 1 to 128 characters"))),
-                None => return Err(bad(format!("{which}: every policy needs an @id(\"...\")"))),
+                Some(_) => {
+                    return Err(bad(format!(
+                        "{}: @id must be 1 to 128 characters",
+                        unnamed()
+                    )))
+                }
+                None => {
+                    return Err(bad(format!(
+                        "{}: every policy needs an @id(\"...\")",
+                        unnamed()
+                    )))
+                }
             };
             let which = format!("policy {id:?}");
             if meta.contains_key(&id) {
@@ -369,6 +381,55 @@ impl PolicyEngine {
     }
 }
 
+/// A policy set that reaches every part of Cedar a real set does: the policy, name and
+/// expression parsers, annotations, `has`/`like`/`in`/`is`, sets and records, and the ip,
+/// decimal and datetime extensions.
+const WARM_UP_POLICY: &str = r#"
+@id("warm-up-permit")
+@approval("warm-up")
+@quorum("2")
+@expires("1h")
+@grant_ttl("5m")
+@description("warm-up")
+permit (principal is Agent, action in [Action::"warm.up", Action::"warm.down"], resource)
+when {
+  resource has tags && resource.tags.containsAll(["a"]) && resource.tags.containsAny(["a", "b"]) &&
+  principal.groups.contains("ops") && principal.owner like "own*" &&
+  context has n && (if context.n > 1 then context.n * 2 - 1 >= 3 else false) &&
+  ip(context.addr).isInRange(ip("10.0.0.0/8")) &&
+  decimal(context.ratio).lessThan(decimal("0.75")) &&
+  datetime(context.at) < datetime("2030-01-01") &&
+  duration("1h") > duration("30m") &&
+  context.meta.kind == "x"
+};
+@id("warm-up-forbid")
+forbid (principal, action, resource == Table::"never")
+unless { context has on_behalf_of && context.on_behalf_of != "" };
+"#;
+
+/// Does Cedar's one-time start-up work — parser tables, the lexer's regular expressions, the
+/// extension functions — on [`WARM_UP_POLICY`]. A fresh instance repeats that work on every
+/// request; the policy component runs this at build time (`wizer-initialize`) so that its
+/// instances start with it done. It must not read files or the environment: wasi-libc keeps
+/// what it read first, and the snapshot would hold no folders and no variables for good.
+pub fn warm_up() -> Result<PolicyDecision> {
+    let engine = PolicyEngine::new(WARM_UP_POLICY)?;
+    let agent = Agent {
+        id: "warm-up".into(),
+        owner: "owner".into(),
+        groups: vec!["ops".into()],
+        token_sha256: Vec::new(),
+        callback_prefixes: Vec::new(),
+    };
+    let request = ActionRequest::parse(
+        br#"{"action": "warm.up", "resource": {"type": "Table", "id": "t", "attributes": {"tags": ["a"]}},
+            "on_behalf_of": "user:someone",
+            "context": {"n": 2, "addr": "10.1.2.3", "ratio": "0.5", "at": "2029-12-31",
+                        "meta": {"kind": "x"}}}"#,
+    )?;
+    engine.evaluate(&agent, &request)
+}
+
 fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
@@ -461,6 +522,15 @@ mod tests {
     use super::*;
     use crate::directory::tests::example as directory;
     use serde_json::json;
+
+    #[test]
+    fn warm_up_policy_parses_and_asks_for_approval() {
+        // If the warm-up set stops parsing or matching, pre-initialisation would warm less.
+        let d = warm_up().unwrap();
+        assert_eq!(d.outcome, Outcome::Approval, "{d:?}");
+        assert_eq!(d.policies, vec!["warm-up-permit".to_string()]);
+        assert_eq!(d.requirements[0].quorum, 2);
+    }
 
     const POLICY: &str = r#"
 @id("read-only")

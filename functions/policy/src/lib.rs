@@ -7,7 +7,13 @@
 //! answer reaches only intake, which refuses the request with a 503 and stores nothing: fail
 //! closed). Anything not chained: 404.
 //!
+//! Also exports `wizer-initialize`, which does Cedar's one-time start-up work (see
+//! [`warm_up`]). `countersign up` calls it once when it compiles the component and keeps a
+//! snapshot of the result (pre-initialisation), so that every request's fresh instance starts
+//! with that work done. Other hosts never call it; the handler works the same either way.
+//!
 //! [`PolicyDecision`]: adapter::shared::model::PolicyDecision
+//! [`warm_up`]: adapter::shared::policy::warm_up
 
 use adapter::shared::model::EvaluateRequest;
 use adapter::shared::policy::PolicyEngine;
@@ -15,6 +21,24 @@ use adapter::shared::problem::{Problem, CONTENT_TYPE};
 use adapter::shared::{Error, Result};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
+
+spin_sdk::wit_bindgen::generate!({
+    inline: "package countersign:policy; world preinit { export wizer-initialize: func(); }",
+    runtime_path: "spin_sdk::wit_bindgen::rt",
+});
+
+struct Preinit;
+
+impl Guest for Preinit {
+    fn wizer_initialize() {
+        // A trap here makes the host log why and serve the component as built.
+        if let Err(e) = adapter::shared::policy::warm_up() {
+            panic!("policy warm-up failed: {e}");
+        }
+    }
+}
+
+export!(Preinit);
 
 #[http_component]
 async fn handle(req: Request) -> Response {
