@@ -50,7 +50,7 @@ pub fn app(name: &str) -> PathBuf {
     let probe = workspace_root().join("target/wasm32-wasip2/release/probe.wasm");
     assert!(
         probe.is_file(),
-        "{} missing: run `make build` (cargo build --release --target wasm32-wasip2 -p probe -p trivial -p bad-import)",
+        "{} missing: run `make build` (cargo build --release --target wasm32-wasip2 -p probe -p trivial -p bad-import -p preinit)",
         probe.display()
     );
     workspace_root()
@@ -565,6 +565,8 @@ pub struct StandIn {
     pub hits: Arc<Mutex<Vec<String>>>,
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<std::sync::atomic::AtomicU16>,
+    /// A `Location` sent with every answer (see [`StandIn::redirect`]).
+    location: Arc<Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -582,9 +584,15 @@ impl StandIn {
         let hits = Arc::new(Mutex::new(Vec::new()));
         let received = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(std::sync::atomic::AtomicU16::new(status));
-        let (seen, got, answer) = (hits.clone(), received.clone(), status.clone());
+        let location: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let (seen, got, answer, to) = (
+            hits.clone(),
+            received.clone(),
+            status.clone(),
+            location.clone(),
+        );
         let task = serve_http(listener, move |parts, body| {
-            let (seen, got, answer) = (seen.clone(), got.clone(), answer.clone());
+            let (seen, got, answer, to) = (seen.clone(), got.clone(), answer.clone(), to.clone());
             async move {
                 let line = format!("{} {}", parts.method, parts.uri);
                 got.lock().unwrap().push(Received {
@@ -602,6 +610,10 @@ impl StandIn {
                     hyper::Response::new(Full::new(Bytes::from_static(reply.as_bytes())));
                 *resp.status_mut() =
                     StatusCode::from_u16(answer.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
+                if let Some(l) = to.lock().unwrap().as_deref() {
+                    resp.headers_mut()
+                        .insert("location", l.parse().expect("a header value"));
+                }
                 resp
             }
         });
@@ -610,6 +622,7 @@ impl StandIn {
             hits,
             received,
             status,
+            location,
             task,
         }
     }
@@ -626,6 +639,12 @@ impl StandIn {
     /// The status of the answers from now on.
     pub fn set_status(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Answers from now on with a redirect: `status` (3xx) and `Location: location`.
+    pub fn redirect(&self, status: u16, location: &str) {
+        *self.location.lock().unwrap() = Some(location.to_string());
+        self.set_status(status);
     }
 
     pub fn url(&self, path: &str) -> String {
