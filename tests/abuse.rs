@@ -108,6 +108,16 @@ fn records_after(export: &str, n: usize) -> Vec<Value> {
         .collect()
 }
 
+/// A routine request of etl-bot is allowed (the policy and directory in force decide).
+async fn assert_routine_allowed(h: &Host, f: &Fixture) {
+    let v = h
+        .post_as("/v1/actions", f.token("etl-bot"), &query_body())
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(v["status"], "allowed", "{v}");
+}
+
 /// The request's view as its agent sees it.
 async fn view(h: &Host, f: &Fixture, id: &str) -> Value {
     h.get_as(&format!("/v1/actions/{id}"), f.token("etl-bot"))
@@ -730,12 +740,31 @@ async fn broken_policy_refuses_to_decide() {
 
     // Fixed: deciding works again.
     f.dir.write("config/policy.cedar", POLICY);
-    let v = h
-        .post_as("/v1/actions", f.token("etl-bot"), &query_body())
-        .await
-        .expect(200)
-        .json();
-    assert_eq!(v["status"], "allowed", "{v}");
+    assert_routine_allowed(&h, &f).await;
+}
+
+#[tokio::test]
+async fn policy_changed_after_start_is_the_one_applied() {
+    // The policy component is pre-initialised with the files it was started with: a file
+    // changed later must be read and applied, never the parsed copy of the old one.
+    let f = Fixture::new(Options::default()).await;
+    let h = f.start().await;
+    let agent = f.token("etl-bot");
+    assert_routine_allowed(&h, &f).await;
+    let forbid = format!(
+        "{POLICY}\n@id(\"no-queries\")\nforbid (principal, action == Action::\"db.query\", resource);\n"
+    );
+    f.dir.write("config/policy.cedar", &forbid);
+    let r = h.post_as("/v1/actions", agent, &query_body()).await;
+    let v = r.expect(403).json();
+    assert_eq!(v["status"], "denied", "{v}");
+    assert!(
+        v.to_string().contains("no-queries"),
+        "the new policy is named: {v}"
+    );
+    // Back to the packaged file: allowed again.
+    f.dir.write("config/policy.cedar", POLICY);
+    assert_routine_allowed(&h, &f).await;
 }
 
 #[tokio::test]
@@ -832,10 +861,5 @@ async fn broken_directory_refuses_to_decide() {
     let got = view(&h, &f, &id).await;
     assert_eq!(got["status"], "pending", "{got}");
     assert_eq!(got["votes"], json!([]), "{got}");
-    let v = h
-        .post_as("/v1/actions", f.token("etl-bot"), &query_body())
-        .await
-        .expect(200)
-        .json();
-    assert_eq!(v["status"], "allowed", "{v}");
+    assert_routine_allowed(&h, &f).await;
 }

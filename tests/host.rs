@@ -28,12 +28,12 @@ async fn component_exporting_wizer_initialize_starts_from_its_snapshot() {
     let h = host().start().await;
     for _ in 0..3 {
         let r = h.get("/preinit").await.expect(200);
-        // The initialiser ran once, without network; every request still gets a fresh
-        // instance (calls=1) that starts from its snapshot and has the environment and files
-        // the manifest gives it.
+        // The initialiser ran once, without network but with the packaged files; every
+        // request still gets a fresh instance (calls=1) that starts from its snapshot and has
+        // the environment and files the manifest gives it.
         assert_eq!(
             r.text(),
-            "initialised network=false; request env=preinit files=true calls=1"
+            "initialised network=false file=hello from x; request env=preinit files=true calls=1"
         );
     }
 }

@@ -109,7 +109,7 @@ fn import_supported(name: &str) -> bool {
 /// Bytes of each linear memory kept mapped between instances (see [`engine`]).
 const KEEP_RESIDENT: usize = 512 << 10;
 
-fn engine(limits: &Limits) -> Result<Engine> {
+fn engine(limits: &Limits, cache_dir: &Path) -> Result<Engine> {
     let mut pool = wasmtime::PoolingAllocationConfig::default();
     // Sized for `max_concurrent` requests each holding a few chained instances at once; the
     // request limit in the server keeps the pool from running dry under overload.
@@ -134,6 +134,13 @@ fn engine(limits: &Limits) -> Result<Engine> {
     config
         .epoch_interruption(true)
         .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    // Initial memory is copied in, not mapped copy-on-write: every write to a mapped image
+    // page faults and flushes the TLB of every core running the host, which costs more than
+    // the copy (BENCHMARKS.md, "copy-on-write").
+    config.memory_init_cow(false);
+    // Compiled functions are cached one by one too, so a snapshot (the same code with other
+    // data) or a rebuilt component compiles only what changed.
+    wt(config.enable_incremental_compilation(Arc::new(FunctionCache(cache_dir.join("functions")))))?;
     // `COUNTERSIGN_PROFILE=perfmap`: name the guests' machine code for `perf` (BENCHMARKS.md).
     if std::env::var("COUNTERSIGN_PROFILE").as_deref() == Ok("perfmap") {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
@@ -141,18 +148,85 @@ fn engine(limits: &Limits) -> Result<Engine> {
     wt(Engine::new(&config))
 }
 
+/// Cranelift's per-function cache: one file per entry, named by the SHA-256 of its key.
+/// Written to a temporary name and renamed, so a reader never sees half an entry.
+#[derive(Debug)]
+struct FunctionCache(PathBuf);
+
+impl FunctionCache {
+    fn path(&self, key: &[u8]) -> PathBuf {
+        self.0.join(hex::encode(Sha256::digest(key)))
+    }
+}
+
+impl wasmtime::CacheStore for FunctionCache {
+    fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+        std::fs::read(self.path(key)).ok().map(Into::into)
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let path = self.path(key);
+        // Compilation runs on several threads: each write gets a name of its own.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&self.0).is_ok()
+            && std::fs::write(&tmp, value).is_ok()
+            && std::fs::rename(&tmp, &path).is_ok()
+    }
+}
+
 /// wasmtime has its own error type; this lifts it into anyhow's to add context.
 fn wt<T>(r: wasmtime::Result<T>) -> Result<T> {
     r.map_err(anyhow::Error::from)
 }
 
-/// Loads a compiled component from the cache, or compiles and caches it. The key is the
-/// SHA-256 of the .wasm and the engine's compatibility hash (wasmtime version and settings).
-fn compile(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> Result<Component> {
+/// Loads a compiled component from the cache, or compiles and caches it; a component that
+/// asks for pre-initialisation is served from its snapshot (see [`preinit`]), cached apart:
+/// its key also covers the packaged files (`mounts`) the initialiser may read.
+fn compile(
+    engine: &Engine,
+    wasm_path: &Path,
+    cache_dir: &Path,
+    mounts: &[(PathBuf, String)],
+) -> Result<Component> {
     let bytes = std::fs::read(wasm_path)
         .with_context(|| format!("cannot read component source {}", wasm_path.display()))?;
+    let component = cached(engine, cache_dir, &[&bytes], || {
+        wt(Component::new(engine, &bytes))
+            .with_context(|| format!("cannot compile {}", wasm_path.display()))
+    })?;
+    if !preinit::wanted(&component) {
+        return Ok(component);
+    }
+    let files = preinit::files_digest(mounts)?;
+    match cached(engine, cache_dir, &[&bytes, &files], || {
+        pre_initialise(engine, bytes.clone(), mounts)
+    }) {
+        Ok(snapshot) => Ok(snapshot),
+        Err(e) => {
+            tracing::warn!(
+                "{}: pre-initialisation failed, serving the component as built: {e:#}",
+                wasm_path.display()
+            );
+            Ok(component)
+        }
+    }
+}
+
+/// The component cached under the SHA-256 of `inputs` and the engine's compatibility hash
+/// (wasmtime version and settings), or `build`'s, then cached.
+fn cached(
+    engine: &Engine,
+    cache_dir: &Path,
+    inputs: &[&[u8]],
+    build: impl FnOnce() -> Result<Component>,
+) -> Result<Component> {
     let mut hasher = Sha256::new();
-    hasher.update(&bytes);
+    for input in inputs {
+        hasher.update((input.len() as u64).to_le_bytes());
+        hasher.update(input);
+    }
     let mut engine_hash = std::hash::DefaultHasher::new();
     std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut engine_hash);
     let key = format!(
@@ -169,17 +243,7 @@ fn compile(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> Result<Compon
             Err(e) => tracing::warn!("ignoring unusable cache entry {}: {e:#}", cached.display()),
         }
     }
-    let mut component = wt(Component::new(engine, &bytes))
-        .with_context(|| format!("cannot compile {}", wasm_path.display()))?;
-    if preinit::wanted(&component) {
-        match pre_initialise(engine, bytes) {
-            Ok(c) => component = c,
-            Err(e) => tracing::warn!(
-                "{}: pre-initialisation failed, serving the component as built: {e:#}",
-                wasm_path.display()
-            ),
-        }
-    }
+    let component = build()?;
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("cannot create cache folder {}", cache_dir.display()))?;
     let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
@@ -191,8 +255,12 @@ fn compile(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> Result<Compon
 /// Snapshots a component after its `wizer-initialize` (see [`preinit`]) and compiles that.
 /// Runs on the caller's runtime from inside `block_in_place`; a panic in wizer's accessors
 /// ends the task and becomes an error here.
-fn pre_initialise(engine: &Engine, wasm: Vec<u8>) -> Result<Component> {
-    let task = tokio::spawn(preinit::snapshot(engine.clone(), wasm));
+fn pre_initialise(
+    engine: &Engine,
+    wasm: Vec<u8>,
+    mounts: &[(PathBuf, String)],
+) -> Result<Component> {
+    let task = tokio::spawn(preinit::snapshot(engine.clone(), wasm, mounts.to_vec()));
     let snapshot = tokio::runtime::Handle::current()
         .block_on(task)
         .context("the initialiser task failed")?;
@@ -214,16 +282,27 @@ impl App {
             })?;
 
         let mut stores: HashMap<String, countersign_kv::Store> = HashMap::new();
-        let engine = engine(&opts.limits)?;
+        let engine = engine(&opts.limits, opts.cache_dir)?;
         let mut linker = Linker::<HostState>::new(&engine);
         state::add_to_linker(&mut linker)?;
 
         let ids: Vec<&String> = manifest.component.keys().collect();
         let mut components = Vec::with_capacity(ids.len());
         for (id, c) in &manifest.component {
+            let mut mounts = Vec::new();
+            for m in &c.files {
+                let src = Manifest::resolve(base, &m.source);
+                if !src.is_dir() {
+                    bail!(
+                        "component `{id}`: files source {} must be a folder",
+                        src.display()
+                    );
+                }
+                mounts.push((src, m.destination.clone()));
+            }
             let source = Manifest::resolve(base, &c.source);
             let component =
-                tokio::task::block_in_place(|| compile(&engine, &source, opts.cache_dir))
+                tokio::task::block_in_place(|| compile(&engine, &source, opts.cache_dir, &mounts))
                     .with_context(|| format!("component `{id}`"))?;
             for (name, _) in component.component_type().imports(&engine) {
                 if !import_supported(name) {
@@ -253,17 +332,6 @@ impl App {
                 .with_context(|| format!("component `{id}` allowed_outbound_hosts"))?;
             let outbound = OutboundPolicy::parse(hosts.iter().map(String::as_str))
                 .with_context(|| format!("component `{id}`"))?;
-            let mut mounts = Vec::new();
-            for m in &c.files {
-                let src = Manifest::resolve(base, &m.source);
-                if !src.is_dir() {
-                    bail!(
-                        "component `{id}`: files source {} must be a folder",
-                        src.display()
-                    );
-                }
-                mounts.push((src, m.destination.clone()));
-            }
             let mut component_stores = HashMap::new();
             for label in &c.key_value_stores {
                 let store = match stores.get(label) {

@@ -4,21 +4,29 @@
 //! (wasmtime-wizer). Every request still gets a fresh instance, as DESIGN.md requires; the
 //! instance just starts from the snapshot instead of from the bare data segments.
 //!
-//! The initialiser runs with WASI and wasi:http types but no capability: no files, variables,
-//! key-value store, environment or network (an outgoing request is refused); a component that
-//! imports anything else is not pre-initialised. So a snapshot holds only what the component
-//! computes by itself — and the seed of Rust's `HashMap` keys, drawn when the host makes the
-//! snapshot and kept in its cache folder, so each deployment has its own (as one long-running
-//! process would). An initialiser must not read files or the environment: wasi-libc keeps what
-//! it read first, so the snapshot would hold none for good. The snapshot keeps exporting `wizer-initialize` (wasmtime-wizer 48 leaves an
-//! invalid component when asked to drop it); nothing calls it again.
+//! The initialiser runs with WASI and wasi:http types and one capability, the component's
+//! packaged files (read-only, where the manifest mounts them): no variables, key-value store,
+//! environment or network (an outgoing request is refused); a component that imports anything
+//! else is not pre-initialised. So a snapshot holds only what the component computes from its
+//! own package — and the seed of Rust's `HashMap` keys, drawn when the host makes the snapshot
+//! and kept in its cache folder, so each deployment has its own (as one long-running process
+//! would). The snapshot is cached under the files' digest too ([`files_digest`]), and a
+//! component must still check at request time that a file is what it parsed (files can change
+//! while the host runs). An initialiser must read files through wasi:filesystem itself and
+//! not read the environment: wasi-libc keeps the folders and variables it saw first, so the
+//! snapshot would hold the initialiser's for good. The snapshot keeps exporting
+//! `wizer-initialize` (wasmtime-wizer 48 leaves an invalid component when asked to drop it);
+//! nothing calls it again.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 use crate::outbound_hooks::SendResult;
 use wasmtime::component::{Component, Instance, Lift, Linker, ResourceTable, WasmList};
 use wasmtime::{Engine, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
@@ -70,8 +78,46 @@ impl WasiHttpHooks for NoNetwork {
     }
 }
 
-/// Runs `wasm`'s `wizer-initialize` and returns the pre-initialised component's bytes.
-pub async fn snapshot(engine: Engine, wasm: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+/// The SHA-256 of every file under `mounts` (destination, relative path and contents, in
+/// path order): a snapshot made from other files is another cache entry.
+pub fn files_digest(mounts: &[(PathBuf, String)]) -> anyhow::Result<Vec<u8>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut hasher = Sha256::new();
+    for (src, dst) in mounts {
+        let mut files = Vec::new();
+        walk(src, &mut files)
+            .map_err(|e| anyhow::anyhow!("cannot read folder {}: {e}", src.display()))?;
+        files.sort();
+        for f in files {
+            let contents = std::fs::read(&f)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?;
+            let name = format!("{dst}\0{}", f.strip_prefix(src).unwrap_or(&f).display());
+            for part in [name.as_bytes(), &contents] {
+                hasher.update((part.len() as u64).to_le_bytes());
+                hasher.update(part);
+            }
+        }
+    }
+    Ok(hasher.finalize().to_vec())
+}
+
+/// Runs `wasm`'s `wizer-initialize` with `mounts` (source folder, guest path) mounted
+/// read-only, and returns the pre-initialised component's bytes.
+pub async fn snapshot(
+    engine: Engine,
+    wasm: Vec<u8>,
+    mounts: Vec<(PathBuf, String)>,
+) -> wasmtime::Result<Vec<u8>> {
     let mut wizer = Wizer::new();
     wizer.keep_init_func(true);
     let (cx, instrumented) = wizer.instrument_component(&wasm)?;
@@ -79,9 +125,14 @@ pub async fn snapshot(engine: Engine, wasm: Vec<u8>) -> wasmtime::Result<Vec<u8>
     let mut linker = Linker::<InitState>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    // stderr: a failing initialiser's panic message reaches the host's log.
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.inherit_stderr();
+    for (src, dst) in &mounts {
+        wasi.preopened_dir(src, dst, FsPerms::ReadOnly)?;
+    }
     let state = InitState {
-        // stderr only: a failing initialiser's panic message reaches the host's log.
-        wasi: WasiCtxBuilder::new().inherit_stderr().build(),
+        wasi: wasi.build(),
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
         hooks: NoNetwork,

@@ -98,9 +98,15 @@ impl Directory {
     /// Reads and parses a directory file (`/config/directory.toml` in a component).
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Directory> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
+        let bytes = std::fs::read(path)
             .map_err(|e| Error::Config(format!("directory {}: {e}", path.display())))?;
-        Directory::parse(&text).map_err(|e| crate::error::in_file(e, "directory", path))
+        Directory::from_file(path, &bytes)
+    }
+
+    /// Parses the bytes of the directory file at `path` (errors name the file).
+    pub fn from_file(path: &std::path::Path, bytes: &[u8]) -> Result<Directory> {
+        let text = crate::error::file_text(bytes, "directory", path)?;
+        Directory::parse(text).map_err(|e| crate::error::in_file(e, "directory", path))
     }
 
     pub fn parse(text: &str) -> Result<Directory> {

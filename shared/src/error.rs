@@ -107,6 +107,16 @@ impl Error {
 /// Prefixes the message of a configuration error with the file it comes from: a
 /// `"<what>: ..."` message becomes `"<what> <path>: ..."`, so that an operator reading the
 /// error knows which file to fix.
+/// A config file's bytes as text: UTF-8, or a `Config` error naming the file.
+pub(crate) fn file_text<'a>(
+    bytes: &'a [u8],
+    what: &str,
+    path: &std::path::Path,
+) -> Result<&'a str> {
+    std::str::from_utf8(bytes)
+        .map_err(|e| Error::Config(format!("{what} {}: not UTF-8 text: {e}", path.display())))
+}
+
 pub(crate) fn in_file(err: Error, what: &str, path: &std::path::Path) -> Error {
     match err {
         Error::Config(m) => {

@@ -74,9 +74,15 @@ impl PolicyEngine {
     /// Reads and parses a policy file (`/config/policy.cedar` in the policy component).
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<PolicyEngine> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
+        let bytes = std::fs::read(path)
             .map_err(|e| Error::Config(format!("policy {}: {e}", path.display())))?;
-        PolicyEngine::new(&text).map_err(|e| crate::error::in_file(e, "policy", path))
+        PolicyEngine::from_file(path, &bytes)
+    }
+
+    /// Parses the bytes of the policy file at `path` (errors name the file).
+    pub fn from_file(path: &std::path::Path, bytes: &[u8]) -> Result<PolicyEngine> {
+        let text = crate::error::file_text(bytes, "policy", path)?;
+        PolicyEngine::new(text).map_err(|e| crate::error::in_file(e, "policy", path))
     }
 
     /// Parses a policy set and checks its annotations.

@@ -108,6 +108,42 @@ pub fn directory() -> Result<Directory> {
     Directory::load(DIRECTORY_PATH)
 }
 
+/// Reads a packaged file (`/config/...`) through wasi:filesystem itself, not through
+/// wasi-libc, which remembers the folders it was handed first: a pre-initialiser that read a
+/// file with `std::fs` would leave a snapshot that holds its own folders for good. Every
+/// handle taken here is dropped before this returns. Errors name `what` and the path.
+pub fn read_packaged(path: &str, what: &str) -> Result<Vec<u8>> {
+    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let fail = |why: String| Error::Config(format!("{what} {path}: {why}"));
+    let (folder, rest) = wasi::filesystem::preopens::get_directories()
+        .into_iter()
+        .find_map(|(d, name)| {
+            let rest = path
+                .strip_prefix(name.trim_end_matches('/'))?
+                .strip_prefix('/')?;
+            Some((d, rest.to_string()))
+        })
+        .ok_or_else(|| fail("no such folder".into()))?;
+    let file = folder
+        .open_at(
+            PathFlags::empty(),
+            &rest,
+            OpenFlags::empty(),
+            DescriptorFlags::READ,
+        )
+        .map_err(|e| fail(e.to_string()))?;
+    let mut bytes = Vec::new();
+    loop {
+        let (chunk, end) = file
+            .read(64 << 10, bytes.len() as u64)
+            .map_err(|e| fail(e.to_string()))?;
+        bytes.extend_from_slice(&chunk);
+        if end || chunk.is_empty() {
+            return Ok(bytes);
+        }
+    }
+}
+
 /// The request store on the component's `default` key-value store.
 pub fn store() -> Result<shared::store::Store<SpinKv>> {
     Ok(shared::store::Store::new(SpinKv::open()?))

@@ -8,13 +8,19 @@
 //! closed). Anything not chained: 404.
 //!
 //! Also exports `wizer-initialize`, which does Cedar's one-time start-up work (see
-//! [`warm_up`]). `countersign up` calls it once when it compiles the component and keeps a
-//! snapshot of the result (pre-initialisation), so that every request's fresh instance starts
-//! with that work done. Other hosts never call it; the handler works the same either way.
+//! [`warm_up`]) and parses the packaged policy and directory. `countersign up` calls it once
+//! when it compiles the component and keeps a snapshot of the result (pre-initialisation), so
+//! that every request's fresh instance starts with that work done. A request still reads both
+//! files and uses what was parsed only while their bytes are the same; otherwise it parses
+//! them itself. Other hosts never call it; the handler works the same either way.
 //!
 //! [`PolicyDecision`]: adapter::shared::model::PolicyDecision
 //! [`warm_up`]: adapter::shared::policy::warm_up
 
+use std::path::Path;
+use std::sync::OnceLock;
+
+use adapter::shared::directory::Directory;
 use adapter::shared::model::EvaluateRequest;
 use adapter::shared::policy::PolicyEngine;
 use adapter::shared::problem::{Problem, CONTENT_TYPE};
@@ -35,6 +41,63 @@ impl Guest for Preinit {
         if let Err(e) = adapter::shared::policy::warm_up() {
             panic!("policy warm-up failed: {e}");
         }
+        // Files that do not parse are left for requests to report.
+        if let Ok(parsed) = Packaged::read() {
+            let _ = PACKAGED.set(parsed);
+        }
+    }
+}
+
+/// A config file's bytes and what they parse to.
+struct Parsed<T> {
+    bytes: Vec<u8>,
+    value: T,
+}
+
+/// The policy and directory as parsed by `wizer-initialize`.
+struct Packaged {
+    directory: Parsed<Directory>,
+    policy: Parsed<PolicyEngine>,
+}
+
+static PACKAGED: OnceLock<Packaged> = OnceLock::new();
+
+impl Packaged {
+    fn read() -> Result<Packaged> {
+        let directory = adapter::read_packaged(adapter::DIRECTORY_PATH, "directory")?;
+        let policy = adapter::read_packaged(adapter::POLICY_PATH, "policy")?;
+        Ok(Packaged {
+            directory: Parsed {
+                value: parse_directory(&directory)?,
+                bytes: directory,
+            },
+            policy: Parsed {
+                value: parse_policy(&policy)?,
+                bytes: policy,
+            },
+        })
+    }
+}
+
+fn parse_directory(bytes: &[u8]) -> Result<Directory> {
+    Directory::from_file(Path::new(adapter::DIRECTORY_PATH), bytes)
+}
+
+fn parse_policy(bytes: &[u8]) -> Result<PolicyEngine> {
+    PolicyEngine::from_file(Path::new(adapter::POLICY_PATH), bytes)
+}
+
+/// What `bytes` parse to: the packaged value while they are the packaged bytes, else parsed
+/// into `fresh`.
+fn reuse_or_parse<'a, T>(
+    packaged: Option<&'a Parsed<T>>,
+    bytes: &[u8],
+    fresh: &'a mut Option<T>,
+    parse: fn(&[u8]) -> Result<T>,
+) -> Result<&'a T> {
+    match packaged {
+        Some(p) if p.bytes == bytes => Ok(&p.value),
+        _ => Ok(fresh.insert(parse(bytes)?)),
     }
 }
 
@@ -65,9 +128,24 @@ fn evaluate(body: &[u8]) -> Result<adapter::shared::model::PolicyDecision> {
             Error::Malformed(e.to_string())
         }
     })?;
-    // Both files are read and parsed once per request (every request gets a fresh instance).
-    let dir = adapter::directory()?;
-    let engine = PolicyEngine::load(adapter::POLICY_PATH)?;
+    // Both files are read on every request (every request gets a fresh instance), and parsed
+    // unless they are what pre-initialisation parsed.
+    let packaged = PACKAGED.get();
+    let (mut fresh_dir, mut fresh_engine) = (None, None);
+    let dir_bytes = adapter::read_packaged(adapter::DIRECTORY_PATH, "directory")?;
+    let dir = reuse_or_parse(
+        packaged.map(|p| &p.directory),
+        &dir_bytes,
+        &mut fresh_dir,
+        parse_directory,
+    )?;
+    let policy_bytes = adapter::read_packaged(adapter::POLICY_PATH, "policy")?;
+    let engine = reuse_or_parse(
+        packaged.map(|p| &p.policy),
+        &policy_bytes,
+        &mut fresh_engine,
+        parse_policy,
+    )?;
     engine.check_groups(&dir).map_err(|e| match e {
         Error::Config(m) => Error::Config(format!(
             "{} against {}: {m}",

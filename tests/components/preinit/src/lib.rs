@@ -1,10 +1,12 @@
 //! Pre-initialisation probe (tests/host.rs): `wizer-initialize` records whether it could reach
-//! the network; every request answers that record, what the request itself can reach, and its
-//! instance's request count. Under `countersign up` each request starts from the snapshot, so
-//! the record is there and the count is always 1.
+//! the network and what it read of a packaged file; every request answers that record, what
+//! the request itself can reach, and its instance's request count. Under `countersign up`
+//! each request starts from the snapshot, so the record is there and the count is always 1.
 //!
-//! The initialiser must not read the environment or files: wasi-libc keeps what it read first,
-//! so the snapshot would hold an empty environment and no folders for good.
+//! The initialiser reads files through wasi:filesystem itself (`adapter::read_packaged`) and
+//! not the environment: wasi-libc keeps what it read first, so the snapshot would hold the
+//! initialiser's environment and folders for good. Requests read the same file with `std::fs`
+//! to show that they still can.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -29,7 +31,10 @@ impl Guest for Preinit {
             Request::get("http://127.0.0.1:9/").build(),
         ))
         .is_ok();
-        *RECORD.lock().unwrap() = format!("initialised network={network}");
+        let file = adapter::read_packaged("/config/x.txt", "file")
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_else(|e| e.to_string());
+        *RECORD.lock().unwrap() = format!("initialised network={network} file={file}");
     }
 }
 
@@ -40,7 +45,7 @@ fn handle(_req: Request) -> Response {
     let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
     let record = RECORD.lock().unwrap().clone();
     let env = std::env::var("COMPONENT_ID").unwrap_or_default();
-    let files = std::fs::read_dir("/config").is_ok();
+    let files = std::fs::read_to_string("/config/x.txt").is_ok();
     Response::new(
         200,
         format!("{record}; request env={env} files={files} calls={calls}"),
