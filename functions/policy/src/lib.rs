@@ -146,7 +146,7 @@ fn evaluate(body: &[u8]) -> Result<adapter::shared::model::PolicyDecision> {
         &mut fresh_engine,
         parse_policy,
     )?;
-    engine.check_groups(&dir).map_err(|e| match e {
+    engine.check_groups(dir).map_err(|e| match e {
         Error::Config(m) => Error::Config(format!(
             "{} against {}: {m}",
             adapter::POLICY_PATH,
