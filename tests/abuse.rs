@@ -394,6 +394,49 @@ async fn redirected_callback_is_not_followed_and_counts_as_failed() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 2b. A grant signed by a key countersign does not have
+
+#[tokio::test]
+async fn grant_signed_by_an_unknown_key_is_refused_and_not_spent() {
+    let f = Fixture::new(Options::default()).await;
+    let h = f.start().await;
+    let allowed = h
+        .post_as("/v1/actions", f.token("etl-bot"), &query_body())
+        .await
+        .expect(200)
+        .json();
+    let grant = allowed["grant"].as_str().expect("a grant");
+    // The same claims, signed by another Ed25519 key (its own kid in the header).
+    let claims: Value = shared::jws::decode(grant)
+        .expect("a JWS")
+        .claims()
+        .expect("claims");
+    let other = shared::crypto::SigningKey::generate().unwrap();
+    let forged = shared::jws::sign_eddsa(&other, &claims).unwrap();
+    assert_ne!(forged, grant);
+    let body = |g: &str| {
+        json!({"grant": g, "action": "db.query", "resource": {"type": "Table", "id": "orders"},
+               "context": {"env": "prod"}})
+    };
+    let before = state(&h, &f).await;
+    let verify = |g: &str| {
+        raw(
+            &h,
+            "/v1/grants/verify",
+            None,
+            Some("application/json"),
+            body(g).to_string(),
+        )
+    };
+    let r = verify(&forged).await;
+    assert_problem(&r, 401, "a grant signed by an unknown key");
+    assert_unchanged(&before, &state(&h, &f).await, "unknown-key grant");
+    // The real grant is still unspent.
+    let ok = verify(grant).await.expect(200).json();
+    assert_eq!(ok["valid"], true, "{ok}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // 3. Self-approval through another channel's alias
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
