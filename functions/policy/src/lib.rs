@@ -42,8 +42,8 @@ impl Guest for Preinit {
             panic!("policy warm-up failed: {e}");
         }
         // Files that do not parse are left for requests to report.
-        if let Ok(parsed) = Packaged::read() {
-            let _ = PACKAGED.set(parsed);
+        if let (Ok(directory), Ok(policy)) = (DIRECTORY.read(), POLICY.read()) {
+            let _ = PACKAGED.set(Packaged { directory, policy });
         }
     }
 }
@@ -62,42 +62,44 @@ struct Packaged {
 
 static PACKAGED: OnceLock<Packaged> = OnceLock::new();
 
-impl Packaged {
-    fn read() -> Result<Packaged> {
-        let directory = adapter::read_packaged(adapter::DIRECTORY_PATH, "directory")?;
-        let policy = adapter::read_packaged(adapter::POLICY_PATH, "policy")?;
-        Ok(Packaged {
-            directory: Parsed {
-                value: parse_directory(&directory)?,
-                bytes: directory,
-            },
-            policy: Parsed {
-                value: parse_policy(&policy)?,
-                bytes: policy,
-            },
-        })
+/// A packaged config file: where it is, what it is called in errors, how it parses.
+struct ConfigFile<T> {
+    path: &'static str,
+    what: &'static str,
+    parse: fn(&Path, &[u8]) -> Result<T>,
+}
+
+const DIRECTORY: ConfigFile<Directory> = ConfigFile {
+    path: adapter::DIRECTORY_PATH,
+    what: "directory",
+    parse: Directory::from_file,
+};
+
+const POLICY: ConfigFile<PolicyEngine> = ConfigFile {
+    path: adapter::POLICY_PATH,
+    what: "policy",
+    parse: PolicyEngine::from_file,
+};
+
+impl<T> ConfigFile<T> {
+    fn read(&self) -> Result<Parsed<T>> {
+        let bytes = adapter::read_packaged(self.path, self.what)?;
+        let value = (self.parse)(Path::new(self.path), &bytes)?;
+        Ok(Parsed { bytes, value })
     }
-}
 
-fn parse_directory(bytes: &[u8]) -> Result<Directory> {
-    Directory::from_file(Path::new(adapter::DIRECTORY_PATH), bytes)
-}
-
-fn parse_policy(bytes: &[u8]) -> Result<PolicyEngine> {
-    PolicyEngine::from_file(Path::new(adapter::POLICY_PATH), bytes)
-}
-
-/// What `bytes` parse to: the packaged value while they are the packaged bytes, else parsed
-/// into `fresh`.
-fn reuse_or_parse<'a, T>(
-    packaged: Option<&'a Parsed<T>>,
-    bytes: &[u8],
-    fresh: &'a mut Option<T>,
-    parse: fn(&[u8]) -> Result<T>,
-) -> Result<&'a T> {
-    match packaged {
-        Some(p) if p.bytes == bytes => Ok(&p.value),
-        _ => Ok(fresh.insert(parse(bytes)?)),
+    /// The file as it is now: the packaged value while its bytes are unchanged, else parsed
+    /// into `fresh`.
+    fn current<'a>(
+        &self,
+        packaged: Option<&'a Parsed<T>>,
+        fresh: &'a mut Option<T>,
+    ) -> Result<&'a T> {
+        let bytes = adapter::read_packaged(self.path, self.what)?;
+        match packaged {
+            Some(p) if p.bytes == bytes => Ok(&p.value),
+            _ => Ok(fresh.insert((self.parse)(Path::new(self.path), &bytes)?)),
+        }
     }
 }
 
@@ -132,20 +134,8 @@ fn evaluate(body: &[u8]) -> Result<adapter::shared::model::PolicyDecision> {
     // unless they are what pre-initialisation parsed.
     let packaged = PACKAGED.get();
     let (mut fresh_dir, mut fresh_engine) = (None, None);
-    let dir_bytes = adapter::read_packaged(adapter::DIRECTORY_PATH, "directory")?;
-    let dir = reuse_or_parse(
-        packaged.map(|p| &p.directory),
-        &dir_bytes,
-        &mut fresh_dir,
-        parse_directory,
-    )?;
-    let policy_bytes = adapter::read_packaged(adapter::POLICY_PATH, "policy")?;
-    let engine = reuse_or_parse(
-        packaged.map(|p| &p.policy),
-        &policy_bytes,
-        &mut fresh_engine,
-        parse_policy,
-    )?;
+    let dir = DIRECTORY.current(packaged.map(|p| &p.directory), &mut fresh_dir)?;
+    let engine = POLICY.current(packaged.map(|p| &p.policy), &mut fresh_engine)?;
     engine.check_groups(dir).map_err(|e| match e {
         Error::Config(m) => Error::Config(format!(
             "{} against {}: {m}",
