@@ -165,15 +165,21 @@ impl wasmtime::CacheStore for FunctionCache {
     }
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
-        let path = self.path(key);
-        // Compilation runs on several threads: each write gets a name of its own.
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&self.0).is_ok()
-            && std::fs::write(&tmp, value).is_ok()
-            && std::fs::rename(&tmp, &path).is_ok()
+        write_whole(&self.path(key), &value).is_ok()
     }
+}
+
+/// Writes `path` through a temporary file of its own and a rename, so a reader (another
+/// thread or host sharing the cache) never sees half of it.
+fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// wasmtime has its own error type; this lifts it into anyhow's to add context.
@@ -244,11 +250,8 @@ fn cached(
         }
     }
     let component = build()?;
-    std::fs::create_dir_all(cache_dir)
-        .with_context(|| format!("cannot create cache folder {}", cache_dir.display()))?;
-    let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, component.serialize()?)?;
-    std::fs::rename(&tmp, &cached)?;
+    write_whole(&cached, &wt(component.serialize())?)
+        .with_context(|| format!("cannot write cache entry {}", cached.display()))?;
     Ok(component)
 }
 
