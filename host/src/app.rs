@@ -18,6 +18,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpView};
 
+use crate::compact;
 use crate::manifest::{Manifest, RouteSpec};
 use crate::outbound::OutboundPolicy;
 use crate::outbound_hooks::OutboundHooks;
@@ -187,6 +188,10 @@ fn wt<T>(r: wasmtime::Result<T>) -> Result<T> {
     r.map_err(anyhow::Error::from)
 }
 
+/// Part of a snapshot's cache key: changes whenever the host makes snapshots differently, so
+/// an older host's snapshot is made again.
+const SNAPSHOT_FORMAT: &[u8] = b"wizer 48, data segments joined within 4096 bytes";
+
 /// Loads a compiled component from the cache, or compiles and caches it; a component that
 /// asks for pre-initialisation is served from its snapshot (see [`preinit`]), cached apart:
 /// its key also covers the packaged files (`mounts`) the initialiser may read.
@@ -206,9 +211,12 @@ fn compile(
         return Ok(component);
     }
     let files = preinit::files_digest(mounts)?;
-    match cached(engine, cache_dir, &[&bytes, &files], || {
-        pre_initialise(engine, bytes.clone(), mounts)
-    }) {
+    match cached(
+        engine,
+        cache_dir,
+        &[&bytes, &files, SNAPSHOT_FORMAT],
+        || pre_initialise(engine, bytes.clone(), mounts),
+    ) {
         Ok(snapshot) => Ok(snapshot),
         Err(e) => {
             tracing::warn!(
@@ -267,7 +275,8 @@ fn pre_initialise(
     let snapshot = tokio::runtime::Handle::current()
         .block_on(task)
         .context("the initialiser task failed")?;
-    let snapshot = wt(snapshot)?;
+    // Fewer, larger data segments: each request's instance copies them in (see [`compact`]).
+    let snapshot = compact::component(&wt(snapshot)?).context("cannot compact the snapshot")?;
     wt(Component::new(engine, &snapshot)).context("cannot compile the snapshot")
 }
 

@@ -2,6 +2,7 @@
 
 mod app;
 mod cli;
+mod compact;
 mod manifest;
 mod outbound;
 mod outbound_hooks;
