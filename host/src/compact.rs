@@ -29,83 +29,83 @@ const SECTION_COMPONENT: u8 = 4;
 
 /// `wasm` (a component) with the data segments of each core module compacted.
 pub fn component(wasm: &[u8]) -> Result<Vec<u8>> {
-    rewrite_sections(wasm, &mut |id, payload| match id {
-        SECTION_CORE_MODULE => Ok(Some(module(payload)?)),
-        SECTION_COMPONENT => Ok(Some(component(payload)?)),
-        _ => Ok(None),
-    })
-}
-
-/// A core module with its trailing constant active segments joined.
-pub fn module(wasm: &[u8]) -> Result<Vec<u8>> {
-    let mut data = None;
-    rewrite_sections(wasm, &mut |id, payload| {
-        if id == SECTION_DATA {
-            data = Some(payload.to_vec());
+    let binary = Binary::parse(wasm)?;
+    let mut out = binary.header.to_vec();
+    for (id, payload) in binary.sections {
+        let rewritten = match id {
+            SECTION_CORE_MODULE => module(payload)?,
+            SECTION_COMPONENT => component(payload)?,
+            _ => payload.to_vec(),
+        };
+        RawSection {
+            id,
+            data: &rewritten,
         }
-        Ok(None)
-    })?;
-    let Some(data) = data else {
-        return Ok(wasm.to_vec());
-    };
-    let Some((section, count)) = joined(&data)? else {
-        return Ok(wasm.to_vec());
-    };
-    rewrite_sections(wasm, &mut |id, _| match id {
-        SECTION_DATA => Ok(Some(section.clone())),
-        SECTION_DATA_COUNT => {
-            let mut s = Vec::new();
-            DataCountSection { count }.append_to(&mut s);
-            // The payload alone: drop the id and size `append_to` wrote.
-            Ok(Some(section_payload(&s)?))
-        }
-        _ => Ok(None),
-    })
-}
-
-/// Given a section's id and payload, the payload to write instead (`None`: keep it).
-type Replace<'a> = dyn FnMut(u8, &[u8]) -> Result<Option<Vec<u8>>> + 'a;
-
-/// Copies `wasm`'s header and sections, replacing the payload of each section for which
-/// `replace` answers one.
-fn rewrite_sections(wasm: &[u8], replace: &mut Replace<'_>) -> Result<Vec<u8>> {
-    let mut reader = BinaryReader::new(wasm, 0);
-    let header = reader.read_bytes(8).context("not a wasm binary")?;
-    if &header[..4] != b"\0asm" {
-        bail!("not a wasm binary");
-    }
-    let mut out = header.to_vec();
-    while !reader.eof() {
-        let id = reader.read_u8()?;
-        let size = reader.read_var_u32()? as usize;
-        let payload = reader.read_bytes(size)?;
-        let new = replace(id, payload)?;
-        let data = new.as_deref().unwrap_or(payload);
-        RawSection { id, data }.append_to(&mut out);
+        .append_to(&mut out);
     }
     Ok(out)
 }
 
-/// The payload of one encoded section (id, size, payload).
-fn section_payload(encoded: &[u8]) -> Result<Vec<u8>> {
-    let mut reader = BinaryReader::new(encoded, 0);
-    reader.read_u8()?;
-    let size = reader.read_var_u32()? as usize;
-    Ok(reader.read_bytes(size)?.to_vec())
+/// A core module with its trailing constant active segments joined.
+pub fn module(wasm: &[u8]) -> Result<Vec<u8>> {
+    let binary = Binary::parse(wasm)?;
+    let data = binary.sections.iter().find(|(id, _)| *id == SECTION_DATA);
+    let Some(joined) = data
+        .map(|(_, payload)| joined(payload))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(wasm.to_vec());
+    };
+    let mut out = binary.header.to_vec();
+    for (id, data) in binary.sections {
+        match id {
+            SECTION_DATA => joined.append_to(&mut out),
+            SECTION_DATA_COUNT => DataCountSection {
+                count: joined.len(),
+            }
+            .append_to(&mut out),
+            _ => RawSection { id, data }.append_to(&mut out),
+        }
+    }
+    Ok(out)
+}
+
+/// A wasm binary (module or component): its 8-byte header and its sections (id, payload), in
+/// order.
+struct Binary<'a> {
+    header: &'a [u8],
+    sections: Vec<(u8, &'a [u8])>,
+}
+
+impl<'a> Binary<'a> {
+    fn parse(wasm: &'a [u8]) -> Result<Binary<'a>> {
+        let mut reader = BinaryReader::new(wasm, 0);
+        let header = reader.read_bytes(8).context("not a wasm binary")?;
+        if &header[..4] != b"\0asm" {
+            bail!("not a wasm binary");
+        }
+        let mut sections = Vec::new();
+        while !reader.eof() {
+            let id = reader.read_u8()?;
+            let size = reader.read_var_u32()? as usize;
+            sections.push((id, reader.read_bytes(size)?));
+        }
+        Ok(Binary { header, sections })
+    }
 }
 
 /// One active segment of the trailing run.
 struct Segment {
-    memory: u32,
     offset: u64,
     bytes: Vec<u8>,
 }
 
-/// The data section's payload with the trailing run joined, and its new segment count; `None`
-/// when nothing would change.
-fn joined(payload: &[u8]) -> Result<Option<(Vec<u8>, u32)>> {
+/// The data section with the trailing run joined; `None` when nothing would change.
+fn joined(payload: &[u8]) -> Result<Option<DataSection>> {
     let reader = DataSectionReader::new(BinaryReader::new(payload, 0))?;
     let mut kept: Vec<&[u8]> = Vec::new();
+    let mut memory = None;
     let mut run: Vec<Segment> = Vec::new();
     for data in reader {
         let data = data?;
@@ -117,8 +117,9 @@ fn joined(payload: &[u8]) -> Result<Option<(Vec<u8>, u32)>> {
             DataKind::Passive => None,
         };
         match constant {
-            Some((memory, offset)) => run.push(Segment {
-                memory,
+            // All of the run in one memory, or not a snapshot's layout.
+            Some((m, _)) if *memory.get_or_insert(m) != m => return Ok(None),
+            Some((_, offset)) => run.push(Segment {
                 offset,
                 bytes: data.data.to_vec(),
             }),
@@ -127,15 +128,13 @@ fn joined(payload: &[u8]) -> Result<Option<(Vec<u8>, u32)>> {
             None => kept.push(&payload[data.range.clone()]),
         }
     }
-    let Some(memory) = run.first().map(|s| s.memory) else {
+    let Some(memory) = memory else {
         return Ok(None);
     };
-    if run.iter().any(|s| s.memory != memory) {
-        return Ok(None);
-    }
+    let segments = run.len();
     run.sort_by_key(|s| s.offset);
     let mut merged: Vec<Segment> = Vec::new();
-    for s in run.iter() {
+    for s in run {
         match merged.last_mut() {
             Some(last) if s.offset < last.offset + last.bytes.len() as u64 => {
                 // Overlapping segments: their order matters; leave the module alone.
@@ -146,32 +145,21 @@ fn joined(payload: &[u8]) -> Result<Option<(Vec<u8>, u32)>> {
                 last.bytes.resize(last.bytes.len() + gap, 0);
                 last.bytes.extend_from_slice(&s.bytes);
             }
-            _ => merged.push(Segment {
-                memory,
-                offset: s.offset,
-                bytes: s.bytes.clone(),
-            }),
+            _ => merged.push(s),
         }
     }
-    if merged.len() == run.len() {
+    if merged.len() == segments {
         return Ok(None);
     }
     let mut section = DataSection::new();
-    for k in &kept {
+    for k in kept {
         section.raw(k);
     }
-    for s in &merged {
+    for s in merged {
         let offset = i32::try_from(s.offset).context("segment offset beyond 32 bits")?;
-        section.active(
-            s.memory,
-            &ConstExpr::i32_const(offset),
-            s.bytes.iter().copied(),
-        );
+        section.active(memory, &ConstExpr::i32_const(offset), s.bytes);
     }
-    let count = section.len();
-    let mut encoded = Vec::new();
-    section.append_to(&mut encoded);
-    Ok(Some((section_payload(&encoded)?, count)))
+    Ok(Some(section))
 }
 
 /// The offset of an `i32.const N end` expression; `None` for any other expression.
