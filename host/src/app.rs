@@ -495,7 +495,13 @@ impl App {
         )?;
 
         let mut wasi = WasiCtxBuilder::new();
-        wasi.inherit_stdout().inherit_stderr().envs(&rt.env);
+        // Files are read on the calling thread: the mounts are small read-only files in the
+        // page cache, and handing each file call to tokio's blocking pool and back cost more
+        // than the read (the pool's wake-ups were the top kernel symbols; BENCHMARKS.md).
+        wasi.inherit_stdout()
+            .inherit_stderr()
+            .envs(&rt.env)
+            .allow_blocking_current_thread(true);
         for (src, dst) in &rt.mounts {
             wasi.preopened_dir(src, dst, FsPerms::ReadOnly)?;
         }
