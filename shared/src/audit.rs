@@ -441,7 +441,12 @@ impl<K: Kv> AuditLog<K> {
             if now.unix() - since.unix() < self.gap_timeout.as_secs() as i64 {
                 return Ok(seq);
             }
-            let (_, prev) = self.frontier()?;
+            // `prev` must be the hash before `seq`: if another sweep moved the chain on
+            // meanwhile, look again rather than write `seq` after the wrong record.
+            let (at, prev) = self.frontier()?;
+            if at != seq {
+                continue;
+            }
             let entry = match self.entry(seq)? {
                 Some(e) => e,
                 None => {
@@ -451,6 +456,11 @@ impl<K: Kv> AuditLog<K> {
                         || self.claim(&format!("{}:refill", entry_claim_key(seq)))?;
                     if !mine {
                         return Ok(seq);
+                    }
+                    // A sealer holds this number only after seeing its entry: the entry was
+                    // written after all and is sealed (or being sealed), so no gap goes there.
+                    if !self.claim(&claim_key(seq))? {
+                        continue;
                     }
                     Entry {
                         ts: now,
@@ -1168,6 +1178,77 @@ mod tests {
         verifies(&log, &k);
         // Entries are gone once sealed.
         assert!(kv.get(&entry_key(2)).unwrap().is_none());
+    }
+
+    /// A store on which another sweep runs `race` just before the first read of `key`.
+    struct Racing<'a> {
+        kv: &'a MemoryKv,
+        key: String,
+        race: std::cell::RefCell<Option<Box<dyn FnOnce() + 'a>>>,
+    }
+
+    impl Kv for Racing<'_> {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+            if key == self.key {
+                if let Some(race) = self.race.borrow_mut().take() {
+                    race();
+                }
+            }
+            self.kv.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<()> {
+            self.kv.set(key, value)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.kv.delete(key)
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64> {
+            self.kv.increment(key, delta)
+        }
+        fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+            self.kv.get_many(keys)
+        }
+        fn set_many(&self, items: &[(String, Vec<u8>)]) -> Result<()> {
+            self.kv.set_many(items)
+        }
+    }
+
+    #[test]
+    fn a_sweep_racing_another_writes_no_gap_over_a_sealed_entry() {
+        let kv = MemoryKv::new();
+        let k = key();
+        let log = AuditLog::new(&kv).with_gap_timeout(Duration::from_secs(5));
+        log.append(&ev(1), Timestamp(10), &k).unwrap();
+        // The sealer of 2 claimed it and died; 3 waits behind it.
+        assert_eq!(kv.increment(&claim_key(2), 1).unwrap(), 1);
+        log.append_all(&[ev(2), ev(3)], Timestamp(11), &k).unwrap();
+        // Another sweep repairs 2 (and seals 3) between this sweep's look at the frontier and
+        // its look at entry 2, which it then finds gone.
+        let other = AuditLog::new(&kv).with_gap_timeout(Duration::from_secs(5));
+        let racing = Racing {
+            kv: &kv,
+            key: entry_key(2),
+            race: std::cell::RefCell::new(Some(Box::new(|| {
+                assert_eq!(other.recover(Timestamp(20), &k).unwrap(), 4);
+            }))),
+        };
+        let log = AuditLog::new(&racing).with_gap_timeout(Duration::from_secs(5));
+        assert_eq!(log.recover(Timestamp(20), &k).unwrap(), 4);
+        let types: Vec<_> = log
+            .read(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.type_)
+            .collect();
+        assert_eq!(types, ["action.requested"; 3]);
+        let text: Vec<String> = log
+            .read(0, 10)
+            .unwrap()
+            .iter()
+            .map(AuditRecord::to_line)
+            .collect();
+        let r = check(&text, &KeySet::from(&k));
+        assert!(r.ok(), "{:?}", r.broken);
     }
 
     #[test]
