@@ -14,7 +14,7 @@
 //! `audit:<seq>` (its `prev` is the record before) and moves on. A sealer that loses a claim
 //! stops: the winner carries on after writing, and sees every entry written before it looked,
 //! so no entry is left behind by a race. An entry is durable once written; the record follows
-//! at once in the common case.
+//! at once in the common case. Sealed entries are deleted sixteen numbers at a time.
 //!
 //! Repairs ([`AuditLog::recover`], run by the sweep): when the first unsealed number stays
 //! stuck past the gap timeout, either its appender died between claiming the number and
@@ -233,6 +233,9 @@ struct Entry {
 /// sealers write it out of order; readers scan forward from it).
 const SEALED_KEY: &str = "audit:sealed";
 
+/// Sealed entries are deleted in chunks of this many numbers (see [`AuditLog::advance`]).
+const ENTRY_CHUNK: u64 = 16;
+
 pub fn entry_key(seq: u64) -> String {
     format!("audit:entry:{seq}")
 }
@@ -373,9 +376,8 @@ impl<K: Kv> AuditLog<K> {
             let ks: Vec<String> = (seq..seq + 16).map(entry_key).collect();
             let values = self.kv.get_many(&ks)?;
             let mut records = Vec::new();
-            let mut sealed = Vec::new();
             let mut lost_claim = false;
-            for (k, v) in ks.into_iter().zip(values) {
+            for v in values {
                 let Some(bytes) = v else { break };
                 if !self.claim(&claim_key(seq))? {
                     lost_claim = true;
@@ -386,15 +388,25 @@ impl<K: Kv> AuditLog<K> {
                 let rec = seal(&entry.event, seq, entry.ts, &prev, key)?;
                 prev = rec.hash.clone();
                 records.push((record_key(seq), rec.to_line().into_bytes()));
-                sealed.push(k);
                 seq += 1;
             }
             if records.is_empty() {
                 return Ok(seq);
             }
+            // The hint names the record before this run, which is written already, so it
+            // can go in the same batch even where a batch is not atomic.
+            let first = seq - records.len() as u64;
+            if first > 1 {
+                records.push((SEALED_KEY.to_string(), (first - 1).to_string().into_bytes()));
+            }
             self.kv.set_many(&records)?;
-            self.kv.set(SEALED_KEY, (seq - 1).to_string().as_bytes())?;
-            self.kv.delete_many(&sealed)?;
+            // Entries below the frontier are never read again: they go a chunk at a time,
+            // when this run seals a chunk's last number, to spare a write per append.
+            let done: Vec<String> = (first..seq)
+                .filter(|s| s % ENTRY_CHUNK == 0)
+                .flat_map(|s| (s + 1 - ENTRY_CHUNK..=s).map(entry_key))
+                .collect();
+            self.kv.delete_many(&done)?;
             if lost_claim {
                 return Ok(seq);
             }
@@ -1176,8 +1188,16 @@ mod tests {
             ["req_1", "req_2", "req_3", "req_4"].map(|s| Some(s.to_string()))
         );
         verifies(&log, &k);
-        // Entries are gone once sealed.
-        assert!(kv.get(&entry_key(2)).unwrap().is_none());
+        // Sealed entries go a chunk at a time, once the chunk's last number is sealed.
+        assert!(kv.get(&entry_key(2)).unwrap().is_some());
+        let rest: Vec<_> = (5..=17).map(ev).collect();
+        log.append_all(&rest, Timestamp(7), &k).unwrap();
+        for seq in 1..=16 {
+            assert!(kv.get(&entry_key(seq)).unwrap().is_none(), "entry {seq}");
+        }
+        assert!(kv.get(&entry_key(17)).unwrap().is_some());
+        assert_eq!(log.read(0, 100).unwrap().len(), 17);
+        verifies(&log, &k);
     }
 
     /// A store on which another sweep runs `race` just before the first read of `key`.
