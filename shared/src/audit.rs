@@ -236,12 +236,29 @@ const SEALED_KEY: &str = "audit:sealed";
 /// Sealed entries are deleted in chunks of this many numbers (see [`AuditLog::advance`]).
 const ENTRY_CHUNK: u64 = 16;
 
+/// Keys read at once when scanning for records or entries: the first read, and the most
+/// (each further read doubles it). Every key read costs the store a lookup, and a scan
+/// usually ends within a few.
+const READ_WINDOW: u64 = 4;
+const MAX_READ_WINDOW: u64 = 32;
+
 pub fn entry_key(seq: u64) -> String {
     format!("audit:entry:{seq}")
 }
 
 fn entry_claim_key(seq: u64) -> String {
     format!("claim:audit:entry:{seq}")
+}
+
+/// The `hash` of a stored record, without reading the rest of it into memory.
+fn record_hash(seq: u64, bytes: &[u8]) -> Result<String> {
+    #[derive(Deserialize)]
+    struct HashOnly {
+        hash: String,
+    }
+    serde_json::from_slice::<HashOnly>(bytes)
+        .map(|r| r.hash)
+        .map_err(|e| Error::Store(format!("audit record {seq} unreadable: {e}")))
 }
 
 /// The trail over a [`Kv`].
@@ -345,24 +362,25 @@ impl<K: Kv> AuditLog<K> {
             .unwrap_or(0);
         let (mut seq, mut prev) = match hint {
             0 => (0, GENESIS.to_string()),
-            h => match self.get(h)? {
-                Some(r) => (h, r.hash),
+            h => match self.kv.get(&record_key(h))? {
+                Some(b) => (h, record_hash(h, &b)?),
                 // A hint without its record (damaged store): scan from the start.
                 None => (0, GENESIS.to_string()),
             },
         };
+        // The hint lags by about one run, so a few reads usually find the end; the window
+        // grows when they do not (a long way behind, or a scan from the start).
+        let mut window = READ_WINDOW;
         loop {
-            let ks: Vec<String> = (seq + 1..=seq + 32).map(record_key).collect();
+            let ks: Vec<String> = (seq + 1..=seq + window).map(record_key).collect();
             for v in self.kv.get_many(&ks)? {
                 let Some(b) = v else {
                     return Ok((seq + 1, prev));
                 };
-                let r: AuditRecord = serde_json::from_slice(&b).map_err(|e| {
-                    Error::Store(format!("audit record {} unreadable: {e}", seq + 1))
-                })?;
-                prev = r.hash;
+                prev = record_hash(seq + 1, &b)?;
                 seq += 1;
             }
+            window = (window * 2).min(MAX_READ_WINDOW);
         }
     }
 
@@ -372,9 +390,18 @@ impl<K: Kv> AuditLog<K> {
     /// again, so an entry written while this sealer worked is never left behind.
     pub fn advance(&self, key: &SigningKey) -> Result<u64> {
         let (mut seq, mut prev) = self.frontier()?;
+        // Entries waiting are usually one or two appends' worth: read a few, more while every
+        // one read was there.
+        let mut window = READ_WINDOW;
         loop {
-            let ks: Vec<String> = (seq..seq + 16).map(entry_key).collect();
+            let ks: Vec<String> = (seq..seq + window).map(entry_key).collect();
             let values = self.kv.get_many(&ks)?;
+            let full = values.iter().all(Option::is_some);
+            window = if full {
+                (window * 2).min(MAX_READ_WINDOW)
+            } else {
+                READ_WINDOW
+            };
             let mut records = Vec::new();
             let mut lost_claim = false;
             for v in values {

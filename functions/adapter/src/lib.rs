@@ -69,7 +69,11 @@ impl Kv for SpinKv {
 
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
         let found = batch::get_many(&self.bucket, keys).map_err(kv_error)?;
-        // The answer pairs values with keys; return them in the order asked.
+        // The answer pairs values with keys. Hosts usually answer in the order asked, every
+        // key once: then the values are taken as they are, else matched up by key.
+        if found.len() == keys.len() && found.iter().zip(keys).all(|((k, _), asked)| k == asked) {
+            return Ok(found.into_iter().map(|(_, v)| v).collect());
+        }
         let mut by_key: std::collections::HashMap<String, Option<Vec<u8>>> =
             found.into_iter().collect();
         Ok(keys.iter().map(|k| by_key.remove(k).flatten()).collect())
