@@ -310,6 +310,19 @@ impl<K: Kv> AuditLog<K> {
         now: Timestamp,
         key: &SigningKey,
     ) -> Result<Vec<u64>> {
+        let seqs = self.write_all(events, now)?;
+        // Sealing is shared work: a failure here leaves it to the next appender or the sweep.
+        if let Err(e) = self.advance(key) {
+            eprintln!("countersign: audit sealing deferred: {e}");
+        }
+        Ok(seqs)
+    }
+
+    /// Writes `events` in order at `now` as entries, with one sequence-number claim, without
+    /// sealing them; returns their sequence numbers. Once this returns the events are durable
+    /// and will be sealed in this order by the next [`AuditLog::advance`] (an append's, a
+    /// reader's) or [`AuditLog::recover`].
+    pub fn write_all(&self, events: &[AuditEvent], now: Timestamp) -> Result<Vec<u64>> {
         for e in events {
             e.validate()?;
         }
@@ -345,10 +358,6 @@ impl<K: Kv> AuditLog<K> {
         }
         if !todo.is_empty() {
             return Err(Error::Store("could not append to the audit trail".into()));
-        }
-        // Sealing is shared work: a failure here leaves it to the next appender or the sweep.
-        if let Err(e) = self.advance(key) {
-            eprintln!("countersign: audit sealing deferred: {e}");
         }
         Ok(seqs)
     }
@@ -1080,6 +1089,28 @@ mod tests {
         assert_eq!(r.last_seq, Some(200));
         assert_eq!(log.read(150, 10).unwrap().first().unwrap().seq, 151);
         assert_eq!(log.read(195, 10).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn written_entries_wait_for_a_sealer_and_keep_their_order() {
+        let kv = MemoryKv::new();
+        let log = AuditLog::new(&kv);
+        let k = key();
+        // Written, not sealed: readers see nothing yet, later appends queue behind.
+        assert_eq!(
+            log.write_all(&[ev(0), ev(1)], Timestamp(1)).unwrap(),
+            vec![1, 2]
+        );
+        assert!(log.read(0, 10).unwrap().is_empty());
+        assert_eq!(log.write_all(&[ev(2)], Timestamp(2)).unwrap(), vec![3]);
+        assert!(log.read(0, 10).unwrap().is_empty());
+        // The next sealer (a reader's advance, or another append's) seals all of them in order.
+        assert_eq!(log.advance(&k).unwrap(), 4);
+        let recs = log.read(0, 10).unwrap();
+        let ids: Vec<_> = recs.iter().map(|r| r.request_id.clone().unwrap()).collect();
+        assert_eq!(ids, ["req_0", "req_1", "req_2"]);
+        let text: Vec<String> = recs.iter().map(AuditRecord::to_line).collect();
+        assert!(check(&text, &KeySet::from(&k)).ok());
     }
 
     fn types(log: &AuditLog<&MemoryKv>) -> Vec<String> {

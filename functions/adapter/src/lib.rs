@@ -116,7 +116,13 @@ pub fn required_var(name: &str) -> Result<String> {
 }
 
 pub fn signing_key() -> Result<SigningKey> {
-    SigningKey::from_base64_seed(&required_var("signing_key")?)
+    Ok(SigningKey::from_seed(&signing_seed()?))
+}
+
+/// The `signing_key` variable's seed, checked but not yet made a key (which costs a scalar
+/// multiplication).
+pub fn signing_seed() -> Result<[u8; 32]> {
+    shared::crypto::seed_from_base64(&required_var("signing_key")?)
 }
 
 pub fn directory() -> Result<Directory> {

@@ -2,7 +2,8 @@
 //!
 //! - `POST /internal/append` (service chaining only): body = one `shared::audit::AuditEvent`
 //!   or an array of up to [`MAX_BATCH`] (appended in order, with consecutive numbers); answers
-//!   201 `{"seqs": [...]}` once they are durable. The chain stays linear under concurrent
+//!   201 `{"seqs": [...]}` once they are durable, then seals them into signed records (the
+//!   appender does not wait for the signatures). The chain stays linear under concurrent
 //!   appends (several instances, several hosts) without appenders waiting for each other:
 //!   `shared::audit::AuditLog` claims numbers with `atomics::increment` and seals in order.
 //! - `POST /internal/recover` (service chaining only, the sweep): repairs a chain stuck behind
@@ -20,7 +21,8 @@ use adapter::shared::audit::{AuditEvent, AuditLog};
 use adapter::shared::{Error, Result, Timestamp};
 use adapter::SpinKv;
 use serde_json::json;
-use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http::conversions::TryFromIncomingRequest;
+use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 
 /// Records per `GET /v1/audit` page unless `limit` says otherwise.
@@ -34,31 +36,58 @@ pub const MAX_BATCH: usize = 32;
 const NDJSON: &str = "application/x-ndjson";
 
 #[http_component]
-async fn handle(req: Request) -> Response {
-    let path = adapter::path(&req).trim_end_matches('/').to_string();
+async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
+    let (response, seal) = match Request::try_from_incoming_request(incoming).await {
+        Ok(req) => route(&req),
+        Err(_) => (
+            adapter::problem_response(400, "malformed", "the request could not be read"),
+            false,
+        ),
+    };
+    adapter::respond(out, response).await;
+    if seal {
+        // An appender waits only until its events are durable; sealing them into signed
+        // records follows the answer. It is shared work: a failure here, or a host that
+        // stops the instance once it has answered, leaves it to the next append, a reader or
+        // the sweep.
+        if let Err(e) = adapter::signing_key().and_then(|key| log()?.advance(&key)) {
+            eprintln!("countersign: audit sealing deferred: {e}");
+        }
+    }
+}
+
+/// The answer, and whether appended events wait to be sealed once it is out.
+fn route(req: &Request) -> (Response, bool) {
+    let path = adapter::path(req).trim_end_matches('/').to_string();
     let path = if path.is_empty() { "/" } else { &path };
     let method = req.method().clone();
-    match path {
+    let answer = match path {
         "/internal/append" | "/internal/recover" => {
-            if !adapter::is_internal(&req) {
-                return adapter::not_found();
+            if !adapter::is_internal(req) {
+                return (adapter::not_found(), false);
             }
             match method {
-                Method::Post if path == "/internal/append" => answer(append(&req)),
+                Method::Post if path == "/internal/append" => {
+                    return match append(req) {
+                        Ok(r) => (r, true),
+                        Err(e) => (adapter::problem(&e), false),
+                    };
+                }
                 Method::Post => answer(recover()),
                 _ => with_allow(adapter::method_not_allowed(), "POST"),
             }
         }
         "/v1/audit" => match method {
-            Method::Get => answer(export(&req)),
+            Method::Get => answer(export(req)),
             _ => with_allow(adapter::method_not_allowed(), "GET"),
         },
         "/v1/audit/head" => match method {
-            Method::Get => answer(head(&req)),
+            Method::Get => answer(head(req)),
             _ => with_allow(adapter::method_not_allowed(), "GET"),
         },
         _ => adapter::not_found(),
-    }
+    };
+    (answer, false)
 }
 
 fn answer(r: Result<Response>) -> Response {
@@ -107,8 +136,10 @@ fn append(req: &Request) -> Result<Response> {
         }
         value => vec![parse_event(value)?],
     };
-    let key = adapter::signing_key()?;
-    let seqs = log()?.append_all(&events, Timestamp::now(), &key)?;
+    // Fail closed on an unusable signing key before anything is written: what is appended
+    // must be sealable.
+    adapter::signing_seed()?;
+    let seqs = log()?.write_all(&events, Timestamp::now())?;
     Ok(adapter::json_response(201, &json!({ "seqs": seqs })))
 }
 
