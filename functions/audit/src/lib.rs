@@ -61,7 +61,7 @@ fn route(req: &Request) -> (Response, bool) {
     let path = adapter::path(req).trim_end_matches('/').to_string();
     let path = if path.is_empty() { "/" } else { &path };
     let method = req.method().clone();
-    let answer = match path {
+    let response = match path {
         "/internal/append" | "/internal/recover" => {
             if !adapter::is_internal(req) {
                 return (adapter::not_found(), false);
@@ -87,7 +87,7 @@ fn route(req: &Request) -> (Response, bool) {
         },
         _ => adapter::not_found(),
     };
-    (answer, false)
+    (response, false)
 }
 
 fn answer(r: Result<Response>) -> Response {
