@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
@@ -17,6 +17,12 @@ use crate::{Error, Result};
 /// How long a statement waits for another connection (another process) holding the write
 /// lock before failing with SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a connection of its own checkpoints the WAL in the background (see [`Db::open`]).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
+/// WAL frames past which a committing connection checkpoints by itself: only a safety valve,
+/// since the background checkpoints keep up (SQLite's default is 1000).
+const CHECKPOINT_VALVE_FRAMES: i64 = 10_000;
 
 /// Same schema as Spin's `KeyValueSqlite`, so either runtime can read the other's file.
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS spin_key_value (
@@ -39,6 +45,8 @@ const SQL_LIST: &str = "SELECT key FROM spin_key_value WHERE store = ?1 ORDER BY
 struct Db {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Dropping it stops the background checkpoints.
+    _checkpoints: Option<mpsc::Sender<()>>,
 }
 
 /// Process-wide map so that every label opened on the same file shares one connection.
@@ -319,17 +327,51 @@ impl Db {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // journal_mode answers with a row; WAL lets readers proceed while a writer commits.
         // If the file system cannot do WAL, SQLite keeps the rollback journal, which is
-        // slower but just as correct, so the answer is not checked.
-        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        // slower but just as correct.
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         // NORMAL in WAL mode: commits survive a process crash; only an OS crash may lose the
         // last ones. Avoids an fsync per write.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
         conn.set_prepared_statement_cache_capacity(32);
+        // SQLite checkpoints inside the commit that fills the WAL past 1000 frames, with an
+        // fsync, while this connection's mutex holds every other call: each checkpoint
+        // stalled all requests (BENCHMARKS.md, session 7). Checkpoints run on a connection of
+        // their own instead; the commit's own is left as a safety valve.
+        let checkpoints = if mode.eq_ignore_ascii_case("wal") {
+            spawn_checkpoints(&path)
+        } else {
+            None
+        };
+        if checkpoints.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_VALVE_FRAMES)?;
+        }
 
         Ok(Self {
             conn: Mutex::new(conn),
             path,
+            _checkpoints: checkpoints,
         })
     }
+}
+
+/// Checkpoints `path`'s WAL every [`CHECKPOINT_INTERVAL`] on a thread and connection of their
+/// own, until the returned sender is dropped. `None` when either cannot be had (the commits
+/// then checkpoint as SQLite does by default).
+fn spawn_checkpoints(path: &Path) -> Option<mpsc::Sender<()>> {
+    let conn = Connection::open(path).ok()?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("kv-checkpoint".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(CHECKPOINT_INTERVAL)
+            {
+                // PASSIVE never waits for readers or writers: what it cannot copy now, a
+                // later pass does. A failure here only leaves the work to the next one.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+        })
+        .ok()?;
+    Some(stop)
 }

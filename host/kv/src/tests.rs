@@ -574,3 +574,31 @@ async fn redis_reconnects_after_connection_loss() {
         .unwrap());
     store.delete(&key).await.unwrap();
 }
+
+/// Commits reach the database file itself through the background checkpoints, without a
+/// commit having to fill the WAL first (the file read with `immutable=1` ignores the WAL).
+#[tokio::test]
+async fn sqlite_wal_is_checkpointed_in_the_background() {
+    let dir = TempDir::new().unwrap();
+    let path = db_path(&dir);
+    let store = sqlite_store(&path);
+    store.set("checkpointed", b"yes".to_vec()).await.unwrap();
+    let in_file = || {
+        let uri = format!("file:{}?immutable=1", path.display());
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let conn = rusqlite::Connection::open_with_flags(&uri, flags).unwrap();
+        conn.query_row(
+            "SELECT value FROM spin_key_value WHERE key = 'checkpointed'",
+            [],
+            |row| row.get::<_, Vec<u8>>(0),
+        )
+        .ok()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while in_file().is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(in_file().as_deref(), Some(&b"yes"[..]));
+    drop(store);
+}
