@@ -64,8 +64,9 @@ done
 sort -k1,1 -k2,2n "$results" | awk '
     { v[$1, ++n[$1]] = $2; sum[$1] += $2 }
     END {
-        for (k in n) {
-            c = n[k]
+        split("A B", order, " ")
+        for (i = 1; i <= 2; i++) {
+            k = order[i]; c = n[k]
             med[k] = (c % 2) ? v[k, (c + 1) / 2] : (v[k, c / 2] + v[k, c / 2 + 1]) / 2
             printf "%s: median %.0f req/s, mean %.0f, %d runs\n", k, med[k], sum[k] / c, c
         }
