@@ -1,5 +1,6 @@
-//! The HTTP listener: routes each request to its component, enforces the body limit, runs the
-//! sweep timer, and shuts down gracefully on SIGINT/SIGTERM.
+//! The HTTP listener: accepts connections and hands them to one serving thread per CPU, routes
+//! each request to its component, enforces the body limit, runs the sweep timer, and shuts
+//! down gracefully on SIGINT/SIGTERM.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use wasmtime_wasi_http::WasiBody;
 
@@ -23,16 +24,21 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn serve(app: Arc<App>, listener: TcpListener, sweep_interval: Duration) -> Result<()> {
     let addr = listener.local_addr()?;
-    let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     let sweeper = spawn_sweeper(app.clone(), sweep_interval);
     let slots = Arc::new(tokio::sync::Semaphore::new(app.limits.max_concurrent));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = (0..cores)
+        .map(|i| Worker::spawn(i, app.clone(), slots.clone(), stopped.clone()))
+        .collect::<Result<Vec<_>>>()?;
     eprintln!(
-        "countersign: serving {} component(s); listening on http://{addr}",
+        "countersign: serving {} component(s) on {cores} thread(s); listening on http://{addr}",
         app.components.len()
     );
 
     let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut next = 0;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -46,23 +52,17 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, sweep_interval: Duratio
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let slots = slots.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let (app, slots) = (app.clone(), slots.clone());
-                    async move {
-                        // Fair (FIFO) wait for a slot; the semaphore is never closed.
-                        let _slot = slots.acquire_owned().await;
-                        serve_one(app, req, peer).await
+                // Connections go round-robin to the serving threads.
+                match stream.into_std() {
+                    Ok(stream) => {
+                        let accepted = (stream, peer, graceful.watcher());
+                        if workers[next].connections.send(accepted).is_err() {
+                            tracing::warn!("serving thread {next} has stopped; connection from {peer} dropped");
+                        }
+                        next = (next + 1) % workers.len();
                     }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection from {peer} ended: {e}");
-                    }
-                });
+                    Err(e) => tracing::warn!("connection from {peer} dropped: {e}"),
+                }
             }
             _ = &mut shutdown => break,
         }
@@ -72,13 +72,88 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, sweep_interval: Duratio
     }
     drop(listener);
     eprintln!("countersign: shutting down, finishing in-flight requests");
+    // Closing the queues ends each worker's accept loop; its runtime keeps running the
+    // connections it has until `stop`.
+    let threads: Vec<_> = workers.into_iter().map(|w| w.thread).collect();
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
         .is_err()
     {
         eprintln!("countersign: some requests did not finish within {DRAIN_TIMEOUT:?}");
     }
+    let _ = stop.send(true);
+    for t in threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     Ok(())
+}
+
+/// A serving thread: a single-threaded runtime of its own that serves the connections handed
+/// to it, and runs their requests' instances, chained calls and key-value calls on the same
+/// thread. One such thread per CPU did ~10 % more work per CPU than one runtime whose worker
+/// threads hand tasks to each other (wake-ups, cross-core cache traffic; BENCHMARKS.md,
+/// session 8).
+/// An accepted connection, its peer, and what lets a shutdown drain it.
+type Accepted = (std::net::TcpStream, SocketAddr, Watcher);
+
+struct Worker {
+    connections: tokio::sync::mpsc::UnboundedSender<Accepted>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Worker {
+    fn spawn(
+        index: usize,
+        app: Arc<App>,
+        slots: Arc<tokio::sync::Semaphore>,
+        mut stopped: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Worker> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (connections, mut queue) = tokio::sync::mpsc::unbounded_channel::<Accepted>();
+        let thread = std::thread::Builder::new()
+            .name(format!("serve-{index}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    while let Some((stream, peer, watcher)) = queue.recv().await {
+                        let stream = match tokio::net::TcpStream::from_std(stream) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                tracing::warn!("connection from {peer} dropped: {e}");
+                                continue;
+                            }
+                        };
+                        let (app, slots) = (app.clone(), slots.clone());
+                        let service = hyper::service::service_fn(move |req| {
+                            let (app, slots) = (app.clone(), slots.clone());
+                            async move {
+                                // Fair (FIFO) wait for a slot; the semaphore is never closed.
+                                let _slot = slots.acquire_owned().await;
+                                serve_one(app, req, peer).await
+                            }
+                        });
+                        let conn = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .into_owned();
+                        let conn = watcher.watch(conn);
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!("connection from {peer} ended: {e}");
+                            }
+                        });
+                    }
+                    // Keep serving what is in flight until the drain is over.
+                    let _ = stopped.wait_for(|s| *s).await;
+                });
+            })
+            .context("cannot start a serving thread")?;
+        Ok(Worker {
+            connections,
+            thread,
+        })
+    }
 }
 
 async fn serve_one(
