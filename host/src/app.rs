@@ -133,7 +133,10 @@ fn engine(limits: &Limits, cache_dir: &Path) -> Result<Engine> {
         // kernel shoot down TLBs on every core (the host's main kernel cost; BENCHMARKS.md).
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(64 << 10)
-        .async_stack_keep_resident(64 << 10);
+        .async_stack_keep_resident(64 << 10)
+        // Slots left idle after a burst give their resident pages back beyond the first 16
+        // (wasmtime keeps 100): peak RSS with 64 clients 171 -> 160 MB, throughput unchanged.
+        .max_unused_warm_slots(16);
     let mut config = wasmtime::Config::new();
     config
         .epoch_interruption(true)
