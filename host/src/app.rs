@@ -521,6 +521,7 @@ impl App {
                 .build(),
             app: self.clone(),
             component,
+            answer: None,
         };
         let mut store = Store::new(rt.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -535,6 +536,7 @@ impl App {
             .http()
             .new_incoming_request(Scheme::Http, request)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
+        store.data_mut().answer = Some(out.rep());
         let pre = rt.pre.clone();
         let timeout = self.limits.handler_timeout;
         let task = tokio::spawn(async move {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::StoreLimits;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::types::HostResponseOutparam;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::app::App;
@@ -47,6 +48,8 @@ pub struct HostState {
     pub limits: StoreLimits,
     pub app: Arc<App>,
     pub component: usize,
+    /// The response outparam (its table index) while the guest has not answered yet.
+    pub answer: Option<u32>,
 }
 
 impl WasiView for HostState {
@@ -79,11 +82,32 @@ fn kv_error(e: countersign_kv::Error) -> store::Error {
 }
 
 impl HostState {
-    fn bucket(&self, r: &Resource<Bucket>) -> Result<countersign_kv::Store, store::Error> {
+    async fn bucket(
+        &mut self,
+        r: &Resource<Bucket>,
+    ) -> Result<countersign_kv::Store, store::Error> {
+        self.after_answer().await;
         self.table
             .get(r)
             .map(|b| b.store.clone())
             .map_err(|e| store::Error::Other(e.to_string()))
+    }
+
+    /// A component that goes on working after it has answered (audit seals, decision runs
+    /// its follow-ups) lets the thread's other ready tasks run once, at its first key-value
+    /// call after answering: on a serving thread (server.rs) the caller waiting for that
+    /// answer runs on the same thread, and would otherwise wait for the follow-up work too.
+    async fn after_answer(&mut self) {
+        let Some(rep) = self.answer else { return };
+        // `set` takes the outparam out of the table; so does dropping it unanswered.
+        if self
+            .table
+            .get(&Resource::<HostResponseOutparam>::new_borrow(rep))
+            .is_err()
+        {
+            self.answer = None;
+            tokio::task::yield_now().await;
+        }
     }
 
     fn variable(&self, name: &str) -> Option<String> {
@@ -114,7 +138,7 @@ impl store::HostBucket for HostState {
         b: Resource<Bucket>,
         key: String,
     ) -> Result<Option<Vec<u8>>, store::Error> {
-        self.bucket(&b)?.get(&key).await.map_err(kv_error)
+        self.bucket(&b).await?.get(&key).await.map_err(kv_error)
     }
 
     async fn set(
@@ -123,15 +147,19 @@ impl store::HostBucket for HostState {
         key: String,
         value: Vec<u8>,
     ) -> Result<(), store::Error> {
-        self.bucket(&b)?.set(&key, value).await.map_err(kv_error)
+        self.bucket(&b)
+            .await?
+            .set(&key, value)
+            .await
+            .map_err(kv_error)
     }
 
     async fn delete(&mut self, b: Resource<Bucket>, key: String) -> Result<(), store::Error> {
-        self.bucket(&b)?.delete(&key).await.map_err(kv_error)
+        self.bucket(&b).await?.delete(&key).await.map_err(kv_error)
     }
 
     async fn exists(&mut self, b: Resource<Bucket>, key: String) -> Result<bool, store::Error> {
-        self.bucket(&b)?.exists(&key).await.map_err(kv_error)
+        self.bucket(&b).await?.exists(&key).await.map_err(kv_error)
     }
 
     async fn list_keys(
@@ -145,7 +173,7 @@ impl store::HostBucket for HostState {
                 "list-keys cursors are not supported".into(),
             ));
         }
-        let keys = self.bucket(&b)?.list_keys().await.map_err(kv_error)?;
+        let keys = self.bucket(&b).await?.list_keys().await.map_err(kv_error)?;
         Ok(store::KeyResponse { keys, cursor: None })
     }
 
@@ -162,7 +190,8 @@ impl atomics::Host for HostState {
         key: String,
         delta: i64,
     ) -> Result<i64, store::Error> {
-        self.bucket(&b)?
+        self.bucket(&b)
+            .await?
             .increment(&key, delta)
             .await
             .map_err(kv_error)
@@ -207,7 +236,7 @@ impl atomics::HostCas for HostState {
         b: Resource<Bucket>,
         key: String,
     ) -> Result<Resource<Cas>, store::Error> {
-        let store = self.bucket(&b)?;
+        let store = self.bucket(&b).await?;
         let current = store.get(&key).await.map_err(kv_error)?;
         self.table
             .push(Cas {
@@ -237,7 +266,12 @@ impl batch::Host for HostState {
         b: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>, store::Error> {
-        let values = self.bucket(&b)?.get_many(&keys).await.map_err(kv_error)?;
+        let values = self
+            .bucket(&b)
+            .await?
+            .get_many(&keys)
+            .await
+            .map_err(kv_error)?;
         Ok(keys.into_iter().zip(values).collect())
     }
 
@@ -246,7 +280,11 @@ impl batch::Host for HostState {
         b: Resource<Bucket>,
         pairs: Vec<(String, Vec<u8>)>,
     ) -> Result<(), store::Error> {
-        self.bucket(&b)?.set_many(pairs).await.map_err(kv_error)
+        self.bucket(&b)
+            .await?
+            .set_many(pairs)
+            .await
+            .map_err(kv_error)
     }
 
     async fn delete_many(
@@ -254,7 +292,11 @@ impl batch::Host for HostState {
         b: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<(), store::Error> {
-        self.bucket(&b)?.delete_many(&keys).await.map_err(kv_error)
+        self.bucket(&b)
+            .await?
+            .delete_many(&keys)
+            .await
+            .map_err(kv_error)
     }
 }
 
