@@ -88,14 +88,14 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, sweep_interval: Duratio
     Ok(())
 }
 
+/// An accepted connection, its peer, and what lets a shutdown drain it.
+type Accepted = (std::net::TcpStream, SocketAddr, Watcher);
+
 /// A serving thread: a single-threaded runtime of its own that serves the connections handed
 /// to it, and runs their requests' instances, chained calls and key-value calls on the same
 /// thread. One such thread per CPU did ~10 % more work per CPU than one runtime whose worker
 /// threads hand tasks to each other (wake-ups, cross-core cache traffic; BENCHMARKS.md,
 /// session 8).
-/// An accepted connection, its peer, and what lets a shutdown drain it.
-type Accepted = (std::net::TcpStream, SocketAddr, Watcher);
-
 struct Worker {
     connections: tokio::sync::mpsc::UnboundedSender<Accepted>,
     thread: std::thread::JoinHandle<()>,
