@@ -116,7 +116,7 @@ pub fn required_var(name: &str) -> Result<String> {
 }
 
 pub fn signing_key() -> Result<SigningKey> {
-    Ok(SigningKey::from_seed(&signing_seed()?))
+    SigningKey::from_base64_seed(&required_var("signing_key")?)
 }
 
 /// The `signing_key` variable's seed, checked but not yet made a key (which costs a scalar
